@@ -1,0 +1,199 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// setEnv clears every CDCBRIDGE_ variable and sets kv for the test.
+func setEnv(t *testing.T, kv map[string]string) {
+	t.Helper()
+	for _, v := range configVars() {
+		t.Setenv(v.Name, "")
+	}
+	for k, v := range kv {
+		t.Setenv(k, v)
+	}
+}
+
+func TestConfigValid(t *testing.T) {
+	setEnv(t, map[string]string{
+		"CDCBRIDGE_SOURCE":             "postgres",
+		"CDCBRIDGE_KINESIS_STREAM":     "orders",
+		"CDCBRIDGE_POSTGRES_URL":       "postgres://app:pw@db:5432/app",
+		"CDCBRIDGE_POSTGRES_TABLES":    "public.orders, sales.items",
+		"CDCBRIDGE_MAX_INFLIGHT_BYTES": "10MB",
+		"CDCBRIDGE_CHECKPOINT_STORE":   "dynamodb://cdc-leases",
+	})
+	c, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"tables": []string{"public.orders", "sales.items"}, "bytes": int64(10_000_000), "scheme": "dynamodb", "target": "cdc-leases",
+		"linger": 50 * time.Millisecond, "inflight": 8, "slot": "cdcbridge", "ordering": "key", "reqbytes": int64(5 << 20),
+	}
+	got := map[string]any{
+		"tables": c.PostgresTables, "bytes": c.MaxInFlightBytes, "scheme": c.CheckpointScheme, "target": c.CheckpointTarget,
+		"linger": c.KinesisLinger, "inflight": c.KinesisMaxInFlight, "slot": c.PostgresSlot, "ordering": c.Ordering, "reqbytes": c.KinesisMaxRequestBytes,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("config (-want +got):\n%s", diff)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	base := func(extra map[string]string) map[string]string {
+		m := map[string]string{
+			"CDCBRIDGE_SOURCE": "postgres", "CDCBRIDGE_KINESIS_STREAM": "s", "CDCBRIDGE_POSTGRES_URL": "postgres://h/db",
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string // one line per problem
+	}{
+		{"nothing set", map[string]string{}, []string{
+			"CDCBRIDGE_SOURCE is required (one of postgres, dynamodb)",
+			"CDCBRIDGE_KINESIS_STREAM is required",
+		}},
+		{"unknown source", base(map[string]string{"CDCBRIDGE_SOURCE": "mysql"}), []string{
+			`CDCBRIDGE_SOURCE: unknown value "mysql" (one of postgres, dynamodb)`,
+		}},
+		{"postgres without url", base(map[string]string{"CDCBRIDGE_POSTGRES_URL": ""}), []string{
+			"CDCBRIDGE_POSTGRES_URL is required with CDCBRIDGE_SOURCE=postgres",
+		}},
+		{"dynamodb neither", map[string]string{"CDCBRIDGE_SOURCE": "dynamodb", "CDCBRIDGE_KINESIS_STREAM": "s"}, []string{
+			"exactly one of CDCBRIDGE_DYNAMODB_TABLE and CDCBRIDGE_DYNAMODB_STREAM_ARN is required with CDCBRIDGE_SOURCE=dynamodb (got neither)",
+		}},
+		{"dynamodb both", map[string]string{"CDCBRIDGE_SOURCE": "dynamodb", "CDCBRIDGE_KINESIS_STREAM": "s",
+			"CDCBRIDGE_DYNAMODB_TABLE": "t", "CDCBRIDGE_DYNAMODB_STREAM_ARN": "arn:aws:dynamodb:us-east-1:1:table/t/stream/x"}, []string{
+			"(got both)",
+		}},
+		{"every bad value at once", base(map[string]string{
+			"CDCBRIDGE_KINESIS_LINGER":            "soon",
+			"CDCBRIDGE_SHUTDOWN_TIMEOUT":          "-1s",
+			"CDCBRIDGE_MAX_INFLIGHT_BYTES":        "lots",
+			"CDCBRIDGE_KINESIS_MAX_REQUEST_BYTES": "64MiB",
+			"CDCBRIDGE_KINESIS_MAX_IN_FLIGHT":     "0",
+			"CDCBRIDGE_KINESIS_AGGREGATE":         "maybe",
+			"CDCBRIDGE_ORDERING":                  "partial",
+			"CDCBRIDGE_OVERSIZE":                  "drop",
+			"CDCBRIDGE_POSTGRES_SNAPSHOT":         "always",
+			"CDCBRIDGE_POSTGRES_ON_SLOT_LOST":     "ignore",
+			"CDCBRIDGE_POSTGRES_TABLES":           "orders",
+			"CDCBRIDGE_POSTGRES_SLOT":             "My-Slot",
+			"CDCBRIDGE_DYNAMODB_START":            "now",
+			"CDCBRIDGE_DYNAMODB_ON_TRIMMED":       "retry",
+			"CDCBRIDGE_CHECKPOINT_STORE":          "redis://x",
+			"CDCBRIDGE_LOG_LEVEL":                 "loud",
+			"CDCBRIDGE_LOG_FORMAT":                "xml",
+		}), []string{
+			`CDCBRIDGE_KINESIS_LINGER: "soon" is not a positive duration`,
+			`CDCBRIDGE_SHUTDOWN_TIMEOUT: "-1s" is not a positive duration`,
+			`CDCBRIDGE_MAX_INFLIGHT_BYTES: "lots" is not a size (for example 64MiB, 10MB, 1048576)`,
+			`CDCBRIDGE_KINESIS_MAX_REQUEST_BYTES: 67108864 is above the 10MiB`,
+			`CDCBRIDGE_KINESIS_MAX_IN_FLIGHT: "0" is not a positive integer`,
+			`CDCBRIDGE_KINESIS_AGGREGATE: "maybe" is not a boolean`,
+			`CDCBRIDGE_ORDERING: unknown value "partial" (one of key, none)`,
+			`CDCBRIDGE_OVERSIZE: unknown value "drop" (one of dlq, fail)`,
+			`CDCBRIDGE_POSTGRES_SNAPSHOT: unknown value "always" (one of initial, never)`,
+			`CDCBRIDGE_POSTGRES_ON_SLOT_LOST: unknown value "ignore" (one of fail, resnapshot, continue)`,
+			`CDCBRIDGE_POSTGRES_TABLES: "orders" is not schema.table`,
+			`CDCBRIDGE_POSTGRES_SLOT: "My-Slot" is not a valid name`,
+			`CDCBRIDGE_DYNAMODB_START: unknown value "now" (one of trim_horizon, latest)`,
+			`CDCBRIDGE_DYNAMODB_ON_TRIMMED: unknown value "retry" (one of fail, skip)`,
+			`CDCBRIDGE_CHECKPOINT_STORE: unknown scheme in "redis://x" (file:///PATH or dynamodb://TABLE)`,
+			`CDCBRIDGE_LOG_LEVEL: unknown value "loud" (one of debug, info, warn, error)`,
+			`CDCBRIDGE_LOG_FORMAT: unknown value "xml" (one of json, text)`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, v := range configVars() {
+				t.Setenv(v.Name, v.Default)
+			}
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			if _, ok := tt.env["CDCBRIDGE_SOURCE"]; !ok {
+				t.Setenv("CDCBRIDGE_SOURCE", "")
+			}
+			_, err := loadConfig()
+			if err == nil {
+				t.Fatal("invalid configuration accepted")
+			}
+			msg := err.Error()
+			lines := strings.Split(strings.TrimPrefix(msg, "invalid configuration:\n"), "\n")
+			if len(lines) != len(tt.want) {
+				t.Errorf("got %d problem lines, want %d:\n%s", len(lines), len(tt.want), msg)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("missing %q in:\n%s", w, msg)
+				}
+			}
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"64MiB", 64 << 20, true}, {"10MB", 10_000_000, true}, {"1048576", 1 << 20, true}, {"512KiB", 512 << 10, true},
+		{"2GiB", 2 << 30, true}, {"7 KB", 7000, true}, {"1B", 1, true},
+		{"", 0, false}, {"MiB", 0, false}, {"-5MiB", 0, false}, {"0", 0, false}, {"5XB", 0, false}, {"1.5MiB", 0, false},
+		{"99999999999999999999", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseSize(tt.in)
+		if (err == nil) != tt.ok || (tt.ok && got != tt.want) {
+			t.Errorf("parseSize(%q) = %d, %v; want %d ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"postgres://app:s3cret@db:5432/app?sslmode=require", "postgres://app:xxxxx@db:5432/app?sslmode=require"},
+		{"postgres://app@db/app?password=s3cret", "postgres://app@db/app?password=xxxxx"},
+		{"host=db user=app password=s3cret dbname=app", "host=db user=app password=xxxxx dbname=app"},
+		{"host=db password='s3 cret' dbname=app", "host=db password=xxxxx dbname=app"},
+		{"postgres://app@db/app", "postgres://app@db/app"},
+	}
+	for _, tt := range tests {
+		if got := redactURL(tt.in); got != tt.want || strings.Contains(got, "s3") {
+			t.Errorf("redactURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if got := redactError(`connecting to postgres://app:s3cret@db/app: refused`, "postgres://app:s3cret@db/app"); strings.Contains(got, "s3cret") {
+		t.Errorf("redactError kept the password: %s", got)
+	}
+}
+
+func TestPrintConfigRedacts(t *testing.T) {
+	t.Setenv("CDCBRIDGE_POSTGRES_URL", "postgres://app:topsecret@db/app")
+	var b strings.Builder
+	if err := printConfig(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if strings.Contains(out, "topsecret") || !strings.Contains(out, "postgres://app:xxxxx@db/app") {
+		t.Fatalf("config output does not redact the password:\n%s", out)
+	}
+	for _, v := range configVars() {
+		if !strings.Contains(out, v.Name) || v.Desc == "" {
+			t.Errorf("variable %s missing or without meaning", v.Name)
+		}
+	}
+}

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cdcbridge/cdcbridge/cdc"
+)
+
+// Set at build time with -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = "dev"
+	commit  = "none"
+)
+
+const usage = `cdcbridge captures committed changes from PostgreSQL or DynamoDB Streams
+and writes them, in order per row, to an Amazon Kinesis data stream.
+
+Usage:
+  cdcbridge [run]      run the daemon (configured by CDCBRIDGE_* variables)
+  cdcbridge tail       print what the bridge wrote to the stream (cdcbridge tail -h)
+  cdcbridge check      preflight checks of the configuration and its servers
+  cdcbridge config     list every variable with its default and meaning
+  cdcbridge version    print version, commit and Go version
+`
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitConfig = 2
+)
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runDaemon(ctx, stderr)
+	case "config":
+		if err := printConfig(stdout); err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitFailed
+		}
+		return exitOK
+	case "version", "--version":
+		fmt.Fprintf(stdout, "cdcbridge %s (commit %s, %s, %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return exitOK
+	case "tail":
+		return runTail(ctx, args, stdout, stderr)
+	case "check":
+		return runCheck(ctx, args, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "cdcbridge: unknown command %q\n\n%s", cmd, usage)
+		return exitConfig
+	}
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func runDaemon(ctx context.Context, stderr io.Writer) int {
+	cfg, err := loadConfig()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitConfig
+	}
+	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	setMemoryLimit(log)
+	if err := daemon(ctx, cfg, log); err != nil {
+		log.Error("cdcbridge stopped", "err", redactError(err.Error(), cfg.PostgresURL))
+		return exitFailed
+	}
+	log.Info("cdcbridge stopped cleanly")
+	return exitOK
+}
+
+// setMemoryLimit derives GOMEMLIMIT from the container's memory limit when
+// the variable is not set, leaving headroom for what the runtime does not
+// count.
+func setMemoryLimit(log *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	b, err := os.ReadFile("/sys/fs/cgroup/memory.max")
+	if err != nil {
+		return
+	}
+	limit, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || limit <= 0 {
+		return // "max": no limit
+	}
+	debug.SetMemoryLimit(limit * 9 / 10)
+	log.Info("memory limit set from the container", "cgroup_limit_bytes", limit, "gomemlimit_bytes", limit*9/10)
+}
+
+// sink is what the daemon needs of the Kinesis producer.
+type sink interface {
+	component
+	Run(ctx context.Context) error
+	Put(ctx context.Context, e *cdc.Event) error
+	Flush(ctx context.Context) error
+}
+
+// source is what the daemon needs of a source.
+type source interface {
+	component
+	cdc.Source
+	OldestUnacked() (time.Time, bool)
+}
+
+// pipeline is a wired source and sink, plus what to close at the end.
+type pipeline struct {
+	source  source
+	sink    sink
+	closers []func() error
+}
+
+// daemon runs the pipeline until ctx ends or a part fails.
+//
+// Shutdown order keeps "nothing lost, little repeated": on a signal the
+// source's emits are held (it reads no further), the sink flushes what it
+// has within CDCBRIDGE_SHUTDOWN_TIMEOUT while the source keeps confirming
+// positions as acks arrive, and only then is the source stopped so that its
+// final checkpoint covers everything Kinesis accepted.
+func daemon(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h := newHealth(reg, 2*time.Minute+2*cfg.KinesisRequestTimeout)
+	ln, err := h.listen(cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRun()
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- h.serve(httpCtx, ln, log) }()
+	defer func() { stopHTTP(); <-httpDone }()
+
+	p, err := build(ctx, cfg, reg, log, h)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for i := len(p.closers) - 1; i >= 0; i-- {
+			if err := p.closers[i](); err != nil {
+				log.Warn("closing", "err", err)
+			}
+		}
+	}()
+	registerLag(reg, p.source)
+
+	log.Info("cdcbridge starting", "version", version, "source", cfg.Source, "stream", cfg.KinesisStream,
+		"http_addr", ln.Addr().String(), "ordering", cfg.Ordering, "aggregate", cfg.KinesisAggregate)
+
+	sourceCtx, stopSource := context.WithCancel(runCtx)
+	defer stopSource()
+	hold := make(chan struct{}) // closed on shutdown: emits wait instead of sending
+	emit := func(ectx context.Context, e *cdc.Event) error {
+		select {
+		case <-hold:
+			<-ectx.Done()
+			return ectx.Err()
+		default:
+		}
+		return p.sink.Put(ectx, e)
+	}
+
+	g, gctx := errgroup.WithContext(runCtx)
+	sinkCtx, stopSink := context.WithCancel(runCtx)
+	defer stopSink()
+	g.Go(func() error {
+		if err := p.sink.Run(sinkCtx); err != nil {
+			return fmt.Errorf("kinesis sink: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := p.source.Run(sourceCtx, emit); err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("%s source: %w", cfg.Source, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		select {
+		case <-gctx.Done(): // a part failed: errgroup cancels the rest
+			stopSource()
+			stopSink()
+			return nil
+		case <-ctx.Done():
+		}
+		log.Info("shutting down: flushing in-flight events", "timeout", cfg.ShutdownTimeout.String())
+		close(hold)
+		flushCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		start := time.Now()
+		if err := p.sink.Flush(flushCtx); err != nil {
+			log.Warn("flush did not finish; unacknowledged events will be sent again after a restart", "err", err)
+		} else {
+			log.Info("flushed", "took", time.Since(start).Round(time.Millisecond).String())
+		}
+		stopSource() // the source saves its final checkpoint as it returns
+		stopSink()
+		return nil
+	})
+	return g.Wait()
+}
+
+func registerLag(reg prometheus.Registerer, src source) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cdcbridge_lag_seconds",
+		Help: "Now minus the commit time of the oldest change not yet accepted by Kinesis; 0 when nothing is pending.",
+	}, func() float64 {
+		t, ok := src.OldestUnacked()
+		if !ok || t.IsZero() {
+			return 0
+		}
+		return max(0, time.Since(t).Seconds())
+	}))
+}
