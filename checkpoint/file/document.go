@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/checkpoint"
@@ -165,5 +164,3 @@ func decodeDocument(b []byte) (map[string]entry, error) {
 	}
 	return doc.Checkpoints, nil
 }
-
-func sortStrings(s []string) { slices.Sort(s) }

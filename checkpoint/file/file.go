@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -134,21 +135,26 @@ func (s *Store) Load(ctx context.Context, key string) (checkpoint.Checkpoint, er
 	return e.checkpoint(), nil
 }
 
-// Keys returns the keys with a durable checkpoint that start with prefix,
-// sorted.
-func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {
+// Keys returns the keys of scope that hold a durable checkpoint, sorted:
+// those of the form scope + "/" + name, name without '/' (a DynamoDB
+// stream's shards are the keys of scope "dynamodb/<streamARN>").
+func (s *Store) Keys(ctx context.Context, scope string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, errClosed
 	}
 	var keys []string
+	prefix := scope + "/"
 	for k := range s.durable {
-		if strings.HasPrefix(k, prefix) {
+		if name, ok := strings.CutPrefix(k, prefix); ok && !strings.Contains(name, "/") {
 			keys = append(keys, k)
 		}
 	}
-	sortStrings(keys)
+	slices.Sort(keys)
 	return keys, nil
 }
 

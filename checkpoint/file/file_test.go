@@ -260,7 +260,7 @@ func TestDelete(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "c.json")
 	s := openT(t, path)
-	for _, k := range []string{"a/1", "a/2", "b/1"} {
+	for _, k := range []string{"a/1", "a/2", "a/x/3", "a", "b/1"} {
 		if err := s.Save(ctx, k, checkpoint.Checkpoint{Position: "1"}); err != nil {
 			t.Fatal(err)
 		}
@@ -273,7 +273,7 @@ func TestDelete(t *testing.T) {
 	}
 	_ = s.Close()
 	s = openT(t, path)
-	keys, err := s.Keys(ctx, "a/")
+	keys, err := s.Keys(ctx, "a")
 	if err != nil {
 		t.Fatal(err)
 	}
