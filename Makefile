@@ -1,0 +1,24 @@
+# Build, test and lint cdcbridge. `make test` works on a fresh Debian 12
+# machine: `deps` installs what the integration tests start.
+
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
+.PHONY: deps build test lint
+
+deps:
+	scripts/install-test-deps
+
+# Static, reproducible binary for the distroless image.
+build:
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/cdcbridge ./cmd/cdcbridge
+
+test: deps
+	go vet ./...
+	go test -race -count=1 -timeout 30m ./...
+
+lint:
+	@files=$$(gofmt -l .); \
+	if [ -n "$$files" ]; then echo "gofmt needed on:"; echo "$$files"; exit 1; fi
+	go vet ./...
