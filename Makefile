@@ -5,7 +5,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: deps build test lint
+.PHONY: deps build test lint demo
 
 deps:
 	scripts/install-test-deps
@@ -22,3 +22,7 @@ lint:
 	@files=$$(gofmt -l .); \
 	if [ -n "$$files" ]; then echo "gofmt needed on:"; echo "$$files"; exit 1; fi
 	go vet ./...
+
+# End to end on local stand-ins: PostgreSQL 15 and kinesalite.
+demo:
+	scripts/demo
