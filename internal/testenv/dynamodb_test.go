@@ -24,7 +24,7 @@ func TestDynamoDBStreams(t *testing.T) {
 	d := testenv.DynamoDB(t)
 	db := d.Client()
 
-	const table = "testenv-streams"
+	table := testenv.UniqueName("streams")
 	created, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
 		TableName:            aws.String(table),
 		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String("pk"), AttributeType: types.ScalarAttributeTypeS}},

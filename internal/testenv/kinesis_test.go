@@ -32,7 +32,8 @@ func TestKinesisRoundTrip(t *testing.T) {
 			if k.Kind != tc.kind {
 				t.Errorf("Kind = %q, want %q", k.Kind, tc.kind)
 			}
-			const stream, shards, n = "testenv-roundtrip", 2, 20
+			const shards, n = 2, 20
+			stream := testenv.UniqueName("roundtrip")
 			if err := k.CreateStream(ctx, stream, shards); err != nil {
 				t.Fatal(err)
 			}

@@ -28,10 +28,11 @@ func TestPostgresLogicalDecoding(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pg := testenv.PG(t)
-	if err := pg.CreateDatabase(ctx, "testenv_decoding"); err != nil {
+	db, slot := testenv.UniqueName("decoding"), testenv.UniqueName("slot")
+	if err := pg.CreateDatabase(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	conn := connect(ctx, t, pg.URL("testenv_decoding"))
+	conn := connect(ctx, t, pg.URL(db))
 
 	var walLevel string
 	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
@@ -43,7 +44,7 @@ func TestPostgresLogicalDecoding(t *testing.T) {
 	for _, sql := range []string{
 		"CREATE TABLE orders (id int PRIMARY KEY, status text)",
 		"CREATE PUBLICATION testenv FOR TABLE orders",
-		"SELECT pg_create_logical_replication_slot('testenv_slot', 'pgoutput')",
+		"SELECT pg_create_logical_replication_slot('" + slot + "', 'pgoutput')",
 		"INSERT INTO orders VALUES (42, 'new')",
 	} {
 		if _, err := conn.Exec(ctx, sql); err != nil {
@@ -52,22 +53,22 @@ func TestPostgresLogicalDecoding(t *testing.T) {
 	}
 	// A slot holds WAL for the whole cluster, which other tests share.
 	t.Cleanup(func() {
-		_, _ = conn.Exec(context.Background(), "SELECT pg_drop_replication_slot('testenv_slot')")
+		_, _ = conn.Exec(context.Background(), "SELECT pg_drop_replication_slot($1)", slot)
 	})
 
 	var plugin, database string
 	if err := conn.QueryRow(ctx,
-		"SELECT plugin, database FROM pg_replication_slots WHERE slot_name = 'testenv_slot'",
+		"SELECT plugin, database FROM pg_replication_slots WHERE slot_name = $1", slot,
 	).Scan(&plugin, &database); err != nil {
 		t.Fatalf("reading the slot: %v", err)
 	}
-	if plugin != "pgoutput" || database != "testenv_decoding" {
-		t.Errorf("slot plugin, database = %q, %q; want pgoutput, testenv_decoding", plugin, database)
+	if plugin != "pgoutput" || database != db {
+		t.Errorf("slot plugin, database = %q, %q; want pgoutput, %s", plugin, database, db)
 	}
 	// pgoutput messages start with a type byte: B(egin), R(elation),
 	// I(nsert), C(ommit).
 	rows, err := conn.Query(ctx, `SELECT substr(data, 1, 1) FROM pg_logical_slot_peek_binary_changes(
-		'testenv_slot', NULL, NULL, 'proto_version', '1', 'publication_names', 'testenv')`)
+		$1, NULL, NULL, 'proto_version', '1', 'publication_names', 'testenv')`, slot)
 	if err != nil {
 		t.Fatal(err)
 	}

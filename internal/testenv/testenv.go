@@ -19,8 +19,10 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -127,4 +129,15 @@ func KinesisMock(t testing.TB) *Kinesis {
 func DynamoDB(t testing.TB) *DynamoDBLocal {
 	t.Helper()
 	return sharedDynamoDB.get(t, "dynamodb-local", StartDynamoDB)
+}
+
+var nameSeq atomic.Int64
+
+// UniqueName returns prefix followed by a suffix unique within this test
+// binary, usable as a Kinesis stream, DynamoDB table or Postgres
+// database, slot or publication name (lower case, digits, underscores).
+// Shared servers outlive a single test, and `go test -count=N` runs the
+// same test again against them, so fixed names collide.
+func UniqueName(prefix string) string {
+	return fmt.Sprintf("%s_%d_%d", prefix, os.Getpid(), nameSeq.Add(1))
 }
