@@ -1,0 +1,90 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// keepAlive makes a silently dead peer (a dropped NAT entry, a failed-over
+// address) visible within about half a minute instead of the kernel's two
+// hours.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 3}
+
+// applySession sets what every connection of the bridge shares: the
+// session parameters that fix value text forms, TCP keepalives, and a
+// connect timeout when the URL has none. TLS settings come from the URL
+// and are left as they are.
+func applySession(c *pgconn.Config) {
+	for k, v := range sessionParams {
+		c.RuntimeParams[k] = v
+	}
+	if c.RuntimeParams["application_name"] == "" {
+		c.RuntimeParams["application_name"] = "cdcbridge"
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	d := &net.Dialer{KeepAliveConfig: keepAlive}
+	c.DialFunc = d.DialContext
+}
+
+// connectNormal opens an ordinary (non-replication) connection.
+func connectNormal(ctx context.Context, url string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parsing URL: %w", err)
+	}
+	applySession(&cfg.Config)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", describeTarget(&cfg.Config), err)
+	}
+	return conn, nil
+}
+
+// connectReplication opens a logical replication connection
+// (replication=database) to the URL's database, with the URL's TLS
+// settings.
+func connectReplication(ctx context.Context, url string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parsing URL: %w", err)
+	}
+	applySession(cfg)
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening a replication connection to %s: %w", describeTarget(cfg), err)
+	}
+	return conn, nil
+}
+
+// newPool opens the small pool for catalog queries, lag polling and
+// publication upkeep.
+func newPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parsing URL: %w", err)
+	}
+	applySession(&cfg.ConnConfig.Config)
+	cfg.MaxConns = 3
+	cfg.MinConns = 0
+	cfg.MaxConnIdleTime = time.Minute
+	cfg.HealthCheckPeriod = 15 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", describeTarget(&cfg.ConnConfig.Config), err)
+	}
+	return pool, nil
+}
+
+// describeTarget names the server and database without credentials.
+func describeTarget(c *pgconn.Config) string {
+	return fmt.Sprintf("%s:%d/%s as %s", c.Host, c.Port, c.Database, c.User)
+}
