@@ -161,7 +161,7 @@ type shardJSON struct {
 func (s *nullStream) listShards(body []byte) ([]byte, string, string) {
 	var in struct {
 		StreamName, StreamARN, NextToken, ExclusiveStartShardId string
-		MaxResults                                               int
+		MaxResults                                              int
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
 		return nil, "SerializationException", err.Error()
