@@ -1,0 +1,85 @@
+package dynamodb
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cdcbridge/cdcbridge/cdc"
+)
+
+type metrics struct {
+	received       [8]prometheus.Counter // by Op
+	shards         *prometheus.GaugeVec
+	getRecords     prometheus.Counter
+	apiErrors      *prometheus.CounterVec
+	trimmed        prometheus.Counter
+	commits        prometheus.Counter
+	commitFailures prometheus.Counter
+	discoveries    prometheus.Counter
+}
+
+// newMetrics creates the source's metrics and registers them with reg
+// (nil: not registered). Gauges that are read from the source's state
+// (iterator age, lag) are registered by registerGauges.
+func newMetrics(reg prometheus.Registerer) *metrics {
+	received := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cdcbridge_events_received_total",
+		Help: "Changes read from the source, by op.",
+	}, []string{"source", "op"})
+	m := &metrics{
+		shards: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cdcbridge_dynamodb_shards",
+			Help: "Shards of the stream by state: reading, waiting_parent (a parent shard is not finished yet), finished.",
+		}, []string{"state"}),
+		getRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_get_records_total",
+			Help: "GetRecords calls made, successful or not.",
+		}),
+		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_api_errors_total",
+			Help: "Failed DynamoDB Streams calls by operation and error code (throttling, expired iterators, trimmed data, 5xx, timeouts).",
+		}, []string{"operation", "code"}),
+		trimmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_trimmed_total",
+			Help: "Times records expired from the stream (24-hour retention) before they were read: a gap in the captured changes.",
+		}),
+		commits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_checkpoint_commits_total",
+			Help: "Checkpoints saved to the checkpoint store.",
+		}),
+		commitFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_checkpoint_commit_failures_total",
+			Help: "Checkpoint saves that failed (retried on the next round).",
+		}),
+		discoveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_shard_discoveries_total",
+			Help: "DescribeStream listings of the stream's shards.",
+		}),
+	}
+	for _, op := range []cdc.Op{cdc.OpInsert, cdc.OpUpdate, cdc.OpDelete} {
+		m.received[op] = received.WithLabelValues("dynamodb", op.String())
+	}
+	for _, s := range []string{stateReading.String(), stateWaiting.String(), stateFinished.String()} {
+		m.shards.WithLabelValues(s)
+	}
+	if reg != nil {
+		reg.MustRegister(received, m.shards, m.getRecords, m.apiErrors, m.trimmed, m.commits, m.commitFailures, m.discoveries)
+	}
+	return m
+}
+
+// registerGauges registers the gauges computed from s at scrape time.
+func registerGauges(reg prometheus.Registerer, s *Source) {
+	if reg == nil {
+		return
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cdcbridge_dynamodb_iterator_age_seconds",
+			Help: "Largest over reading shards of now minus the creation time of the newest record read (0 for a shard whose last read found nothing new).",
+		}, s.iteratorAge),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cdcbridge_dynamodb_lag_seconds",
+			Help: "Now minus the creation time of the oldest record read but not yet accepted by Kinesis; 0 when nothing is pending.",
+		}, s.lagSeconds),
+	)
+}

@@ -1,0 +1,139 @@
+package dynamodb
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// Errors of the DynamoDB Streams API are classified once, here, into what
+// the source does about them.
+type errClass int
+
+const (
+	classFatal     errClass = iota // stop with the error
+	classRetry                     // throttling, 5xx, timeouts, network: back off and retry
+	classExpired                   // ExpiredIteratorException: get a new iterator
+	classTrimmed                   // TrimmedDataAccessException: records expired unread
+	classNotFound                  // ResourceNotFoundException: shard or stream gone
+	classCancelled                 // our own context ended
+)
+
+var (
+	retryables = retry.IsErrorRetryables(retry.DefaultRetryables)
+	throttles  = retry.IsErrorThrottles(retry.DefaultThrottles)
+)
+
+func classify(ctx context.Context, err error) errClass {
+	var (
+		expired  *types.ExpiredIteratorException
+		trimmed  *types.TrimmedDataAccessException
+		notFound *types.ResourceNotFoundException
+		limit    *types.LimitExceededException
+		internal *types.InternalServerError
+	)
+	switch {
+	case ctx.Err() != nil:
+		return classCancelled
+	case errors.As(err, &expired):
+		return classExpired
+	case errors.As(err, &trimmed):
+		return classTrimmed
+	case errors.As(err, &notFound):
+		return classNotFound
+	case errors.As(err, &limit), errors.As(err, &internal):
+		return classRetry
+	case errors.Is(err, context.DeadlineExceeded):
+		// Our per-call timeout (the caller's context is still alive).
+		return classRetry
+	case throttles.IsErrorThrottle(err) == aws.TrueTernary, retryables.IsErrorRetryable(err) == aws.TrueTernary:
+		return classRetry
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return classRetry
+	}
+	return classFatal
+}
+
+// errorCode is a low-cardinality label for a failed call.
+func errorCode(err error) string {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode() != "" {
+		return apiErr.ErrorCode()
+	}
+	var respErr *smithyhttp.ResponseError
+	if errors.As(err, &respErr) {
+		return "http_" + strconv.Itoa(respErr.HTTPStatusCode())
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout"
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		if netErr.Timeout() {
+			return "timeout"
+		}
+		return "network"
+	}
+	return "other"
+}
+
+// noSDKRetries makes a call fail on its first error: the source retries
+// itself, with its own backoff, counting every failure by code, and without
+// the SDK's retry quota that would turn sustained throttling into errors.
+func noSDKRetries(o *dynamodbstreams.Options) { o.Retryer = aws.NopRetryer{} }
+
+// backoff is a capped exponential backoff with jitter: attempt n waits a
+// random time between half and all of min(max, base·2^n), so instances
+// throttled together do not retry together.
+type backoff struct {
+	base, max time.Duration
+	attempt   int
+}
+
+func newBackoff(base, max time.Duration) *backoff { return &backoff{base: base, max: max} }
+
+func (b *backoff) next() time.Duration {
+	d := b.max
+	if b.attempt < 30 {
+		d = min(b.max, b.base<<b.attempt)
+	}
+	b.attempt++
+	return d/2 + rand.N(d/2+1)
+}
+
+// wait sleeps for the next delay or until ctx ends.
+func (b *backoff) wait(ctx context.Context) error { return sleep(ctx, b.next()) }
+
+func (b *backoff) reset() { b.attempt = 0 }
+
+// jitter returns d ± 20%.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d*4/5 + rand.N(d*2/5+1)
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,280 @@
+// Package dynamodb captures the changes of a DynamoDB table from its
+// DynamoDB Stream and hands them, in order per item, to the sink.
+//
+// Guarantees:
+//   - Nothing is lost: a shard's checkpoint is the sequence number below
+//     which every record was accepted downstream (one ack tracker per
+//     shard), saved about once a second and when Run returns; a restart
+//     resumes after it. Crashes and retries cause duplicates (same id and
+//     sequence), never gaps. Records that expire (24-hour retention) before
+//     they are read are a gap DynamoDB made: they are counted
+//     (cdcbridge_dynamodb_trimmed_total), logged as errors and, by
+//     Config.OnTrimmed, stop the source ("fail", the default) or are
+//     skipped ("skip").
+//   - Order per item: a shard is read by one reader at a time, in sequence
+//     order; a child shard is read only after its parent was read to its
+//     end and that end was checkpointed (shards split, never merge, so an
+//     item's changes move from a parent to one of its children). A shard
+//     whose parent has aged out of the stream starts at once.
+//   - Checkpoints never move backwards, and a finished shard's checkpoint
+//     ("SHARD_END") sorts after every sequence number.
+//
+// Checkpoints (checkpoint.Store keys):
+//
+//	dynamodb/<streamARN>/<shardID>  Position: the last checkpointed sequence
+//	                                number padded to 40 digits; "SHARD_END"
+//	                                once the shard was read to its end (Data
+//	                                says when, and whether it was skipped or
+//	                                trimmed); "" for a shard started at
+//	                                LATEST that had no record yet.
+//	dynamodb/<streamARN>            the stream's first start (Data: start
+//	                                position and time): without it a start is
+//	                                a first start and Config.Start applies.
+//
+// Config.Start applies only at a stream's first start. Shards found later
+// always start at their oldest record (TRIM_HORIZON): a new child shard
+// holds changes made after the bridge started, which must not be skipped.
+package dynamodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+
+	"github.com/cdcbridge/cdcbridge/cdc"
+	"github.com/cdcbridge/cdcbridge/checkpoint"
+)
+
+// Start positions for shards of a stream read for the first time.
+const (
+	StartTrimHorizon = "trim_horizon"
+	StartLatest      = "latest"
+)
+
+// What to do when records expired before they were read.
+const (
+	OnTrimmedFail = "fail"
+	OnTrimmedSkip = "skip"
+)
+
+// Config configures a Source. Zero values take the documented defaults.
+type Config struct {
+	// Table is the table whose stream is read; its stream ARN is found
+	// with DescribeTable. Exactly one of Table and StreamARN is set.
+	Table     string
+	StreamARN string
+
+	// Start is where a stream read for the first time begins:
+	// "trim_horizon" (default: every record still in the stream) or
+	// "latest" (only changes made from now on).
+	Start string
+	// OnTrimmed is what happens when records expired before they were
+	// read: "fail" (default: stop with an error) or "skip" (log, count and
+	// continue from the oldest record still available).
+	OnTrimmed string
+
+	// IdleInterval is the wait before polling a shard again after a read
+	// found nothing new (default 1s). While records keep coming, reads
+	// follow each other without a pause.
+	IdleInterval time.Duration
+	// DiscoverInterval is how often the stream's shards are listed again
+	// (default 10s, jittered by ±20%). A shard reaching its end also
+	// triggers a look for its children.
+	DiscoverInterval time.Duration
+	// Heartbeat, when set, is called by the source's loops on every
+	// iteration, including while they wait normally.
+	Heartbeat func()
+
+	// CheckpointInterval is how often acknowledged positions are saved
+	// (default 1s). Positions are also saved when Run returns.
+	CheckpointInterval time.Duration
+	// CheckpointFailureLimit is how long checkpoint saves may keep failing
+	// before Run stops with the error (default 2m). Until then the source
+	// keeps reading and reports itself degraded.
+	CheckpointFailureLimit time.Duration
+	// RequestTimeout bounds each DynamoDB Streams call (default 20s); a
+	// call that takes longer is retried.
+	RequestTimeout time.Duration
+	// MaxBackoff caps the wait between retries of throttled or failed
+	// calls (default 10s).
+	MaxBackoff time.Duration
+	// DescribeRate is this instance's budget of DescribeStream calls per
+	// second (default 2). The API allows about 10 per second per stream,
+	// shared by every reader of the stream.
+	DescribeRate float64
+}
+
+func (c *Config) setDefaults() {
+	if c.Start == "" {
+		c.Start = StartTrimHorizon
+	}
+	if c.OnTrimmed == "" {
+		c.OnTrimmed = OnTrimmedFail
+	}
+	if c.IdleInterval == 0 {
+		c.IdleInterval = time.Second
+	}
+	if c.DiscoverInterval == 0 {
+		c.DiscoverInterval = 10 * time.Second
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = time.Second
+	}
+	if c.CheckpointFailureLimit == 0 {
+		c.CheckpointFailureLimit = 2 * time.Minute
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 20 * time.Second
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 10 * time.Second
+	}
+	if c.DescribeRate == 0 {
+		c.DescribeRate = 2
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if (c.Table == "") == (c.StreamARN == "") {
+		errs = append(errs, errors.New("exactly one of Table and StreamARN must be set"))
+	}
+	if c.StreamARN != "" {
+		if _, _, _, err := parseStreamARN(c.StreamARN); err != nil {
+			errs = append(errs, fmt.Errorf("StreamARN: %w", err))
+		}
+	}
+	if c.Start != StartTrimHorizon && c.Start != StartLatest {
+		errs = append(errs, fmt.Errorf("Start %q: want %q or %q", c.Start, StartTrimHorizon, StartLatest))
+	}
+	if c.OnTrimmed != OnTrimmedFail && c.OnTrimmed != OnTrimmedSkip {
+		errs = append(errs, fmt.Errorf("OnTrimmed %q: want %q or %q", c.OnTrimmed, OnTrimmedFail, OnTrimmedSkip))
+	}
+	for name, d := range map[string]time.Duration{
+		"IdleInterval": c.IdleInterval, "DiscoverInterval": c.DiscoverInterval,
+		"CheckpointInterval": c.CheckpointInterval, "CheckpointFailureLimit": c.CheckpointFailureLimit,
+		"RequestTimeout": c.RequestTimeout, "MaxBackoff": c.MaxBackoff,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must not be negative", name, d))
+		}
+	}
+	if c.DescribeRate < 0 {
+		errs = append(errs, fmt.Errorf("DescribeRate %v: must not be negative", c.DescribeRate))
+	}
+	return errors.Join(errs...)
+}
+
+// Source reads a DynamoDB stream. Create it with New and call Run once.
+type Source struct {
+	cfg     Config
+	ddb     *dynamodb.Client
+	streams *dynamodbstreams.Client
+	store   checkpoint.Store
+	log     *slog.Logger
+	m       *metrics
+
+	describeLimit *rate.Limiter
+	started       atomic.Bool
+	ready         atomic.Bool
+	health        health
+
+	mu            sync.Mutex // guards what follows
+	info          streamInfo
+	shards        map[string]*shard
+	streamStatus  string
+	lastDiscovery time.Time
+}
+
+// New returns a source on the stream of cfg.Table (found with ddb, which
+// may be nil when cfg.StreamARN is set). It validates the configuration
+// and registers the metrics with reg (nil: not registered); it starts
+// nothing.
+func New(cfg Config, ddb *dynamodb.Client, streams *dynamodbstreams.Client, store checkpoint.Store,
+	reg prometheus.Registerer, log *slog.Logger) (*Source, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("dynamodb source: %w", err)
+	}
+	switch {
+	case streams == nil:
+		return nil, errors.New("dynamodb source: nil DynamoDB Streams client")
+	case ddb == nil && cfg.Table != "":
+		return nil, errors.New("dynamodb source: a DynamoDB client is needed to find the stream of a table")
+	case store == nil:
+		return nil, errors.New("dynamodb source: nil checkpoint store")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{
+		cfg:           cfg,
+		ddb:           ddb,
+		streams:       streams,
+		store:         store,
+		log:           log,
+		m:             newMetrics(reg),
+		describeLimit: rate.NewLimiter(rate.Limit(cfg.DescribeRate), 1),
+		shards:        map[string]*shard{},
+	}
+	registerGauges(reg, s)
+	return s, nil
+}
+
+// Ready reports whether the stream was found and its shards listed once.
+func (s *Source) Ready() bool { return s.ready.Load() }
+
+// finalSaveTimeout bounds the checkpoint save when Run returns.
+const finalSaveTimeout = 10 * time.Second
+
+// Run reads the stream and passes every change to emit until ctx ends or a
+// fatal error occurs. It saves checkpoints about once a second and once
+// more before it returns. Run may be called only once.
+func (s *Source) Run(ctx context.Context, emit cdc.Emit) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("dynamodb source: Run called twice")
+	}
+	if err := s.resolve(ctx); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	c := newCoordinator(s, emit, g)
+	g.Go(func() error { return c.run(gctx) })
+	g.Go(func() error { return s.saveLoop(gctx) })
+	err := g.Wait()
+
+	// Readers have stopped: what is acknowledged now is final for this run.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalSaveTimeout)
+	defer cancel()
+	if serr := s.saveAll(fctx); serr != nil {
+		s.log.Error("saving checkpoints on exit failed; the next start re-reads from older ones", "err", serr)
+		if err == nil || errors.Is(err, context.Canceled) {
+			err = serr
+		}
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	return err
+}
+
+func (s *Source) heartbeat() {
+	if s.cfg.Heartbeat != nil {
+		s.cfg.Heartbeat()
+	}
+}
+
+// streamScope is the checkpoint scope of the stream (see package doc).
+func streamScope(arn string) string { return "dynamodb/" + arn }
+
+func shardKey(arn, shardID string) string { return streamScope(arn) + "/" + shardID }

@@ -1,0 +1,186 @@
+package dynamodb
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// health keeps the reasons the source is degraded. A reason stays for
+// degradedFor after it was last reported, so that a retry loop that keeps
+// failing keeps it, and one that recovered drops it without bookkeeping.
+type health struct {
+	mu      sync.Mutex
+	reasons map[string]healthEntry
+}
+
+type healthEntry struct {
+	at  time.Time
+	err string
+}
+
+const degradedFor = time.Minute
+
+func (h *health) set(reason string, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.reasons == nil {
+		h.reasons = map[string]healthEntry{}
+	}
+	e := healthEntry{at: time.Now()}
+	if err != nil {
+		e.err = err.Error()
+	}
+	h.reasons[reason] = e
+}
+
+func (h *health) list(now time.Time) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for r, e := range h.reasons {
+		if now.Sub(e.at) > degradedFor {
+			delete(h.reasons, r)
+			continue
+		}
+		if e.err != "" {
+			r += " (" + e.err + ")"
+		}
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Status is the source's state for /status.
+type Status struct {
+	Role         string `json:"role"`
+	Ready        bool   `json:"ready"`
+	StreamARN    string `json:"stream_arn,omitempty"`
+	Table        string `json:"table,omitempty"`
+	Region       string `json:"region,omitempty"`
+	ViewType     string `json:"stream_view_type,omitempty"`
+	StreamStatus string `json:"stream_status,omitempty"`
+
+	ShardsReading       int `json:"shards_reading"`
+	ShardsWaitingParent int `json:"shards_waiting_parent"`
+	ShardsFinished      int `json:"shards_finished"`
+	// Shards lists the shards not finished yet.
+	Shards []ShardStatus `json:"shards,omitempty"`
+
+	IteratorAgeSeconds float64   `json:"iterator_age_seconds"`
+	LagSeconds         float64   `json:"lag_seconds"`
+	Pending            int       `json:"pending_events"`
+	LastDiscovery      time.Time `json:"last_discovery,omitzero"`
+	Degraded           []string  `json:"degraded"`
+}
+
+// ShardStatus is one shard in Status.
+type ShardStatus struct {
+	ID                 string  `json:"id"`
+	Parent             string  `json:"parent,omitempty"`
+	State              string  `json:"state"`
+	Closed             bool    `json:"closed"`
+	LastRead           string  `json:"last_read,omitempty"`
+	Checkpoint         string  `json:"checkpoint,omitempty"`
+	Pending            int     `json:"pending_events"`
+	IteratorAgeSeconds float64 `json:"iterator_age_seconds"`
+}
+
+// Status returns the source's state (a Status).
+func (s *Source) Status() any {
+	now := time.Now()
+	st := Status{Role: "active", Ready: s.Ready(), Degraded: s.health.list(now)}
+	s.mu.Lock()
+	st.StreamARN, st.Table, st.Region, st.ViewType = s.info.arn, s.info.table, s.info.region, s.info.viewType
+	st.StreamStatus, st.LastDiscovery = s.streamStatus, s.lastDiscovery
+	shards := make([]*shard, 0, len(s.shards))
+	states := make([]shardState, 0, len(s.shards))
+	closed := make([]bool, 0, len(s.shards))
+	for _, sh := range s.shards {
+		shards = append(shards, sh)
+		states = append(states, sh.state)
+		closed = append(closed, sh.closed)
+	}
+	s.mu.Unlock()
+	for i, sh := range shards {
+		switch states[i] {
+		case stateReading:
+			st.ShardsReading++
+		case stateWaiting:
+			st.ShardsWaitingParent++
+		case stateFinished:
+			st.ShardsFinished++
+			continue
+		}
+		ss := ShardStatus{ID: sh.id, Parent: sh.parent, State: states[i].String(), Closed: closed[i],
+			Pending: sh.tracker.Pending(), IteratorAgeSeconds: sh.iteratorAge(now).Seconds()}
+		if p := sh.lastRead.Load(); p != nil {
+			ss.LastRead = *p
+		}
+		sh.saveMu.Lock()
+		ss.Checkpoint = sh.saved
+		sh.saveMu.Unlock()
+		st.Pending += ss.Pending
+		st.IteratorAgeSeconds = max(st.IteratorAgeSeconds, ss.IteratorAgeSeconds)
+		st.Shards = append(st.Shards, ss)
+	}
+	slices.SortFunc(st.Shards, func(a, b ShardStatus) int { return compareStrings(a.ID, b.ID) })
+	if t, ok := s.OldestUnacked(); ok {
+		st.LagSeconds = max(0, now.Sub(t).Seconds())
+	}
+	if st.Degraded == nil {
+		st.Degraded = []string{}
+	}
+	return st
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// OldestUnacked returns the creation time of the oldest record read and
+// not yet acknowledged, over all shards.
+func (s *Source) OldestUnacked() (time.Time, bool) {
+	var oldest time.Time
+	found := false
+	for _, sh := range s.shardList() {
+		if t, ok := sh.tracker.Oldest(); ok && (!found || t.Before(oldest)) {
+			oldest, found = t, true
+		}
+	}
+	return oldest, found
+}
+
+func (s *Source) shardList() []*shard {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*shard, 0, len(s.shards))
+	for _, sh := range s.shards {
+		out = append(out, sh)
+	}
+	return out
+}
+
+func (s *Source) iteratorAge() float64 {
+	now := time.Now()
+	var age time.Duration
+	for _, sh := range s.shardList() {
+		age = max(age, sh.iteratorAge(now))
+	}
+	return age.Seconds()
+}
+
+func (s *Source) lagSeconds() float64 {
+	t, ok := s.OldestUnacked()
+	if !ok || t.IsZero() {
+		return 0
+	}
+	return max(0, time.Since(t).Seconds())
+}
