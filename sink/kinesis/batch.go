@@ -1,0 +1,121 @@
+package kinesis
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+)
+
+// batch is one PutRecords request and, once done, its outcome.
+type batch struct {
+	entries []types.PutRecordsRequestEntry
+	info    []entry
+	recs    []*record // the records of all entries, entry by entry
+	bytes   int
+
+	sentAt time.Time
+	dur    time.Duration
+	err    error
+	res    []entryResult
+}
+
+// entry describes one request entry: a record, or an aggregate of recs.
+type entry struct {
+	shard      *shard // predicted
+	mapVer     uint64
+	first, end int // recs[first:end]
+	aggregated bool
+	blob       []byte // the aggregate's buffer
+}
+
+type entryResult struct {
+	shardID, code, msg string
+}
+
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
+
+func getBatch() *batch { return batchPool.Get().(*batch) }
+
+// free returns the batch and its aggregate buffers to their pools. The
+// records are not its to free.
+func (b *batch) free() {
+	for i := range b.info {
+		if b.info[i].blob != nil {
+			putBuf(b.info[i].blob)
+		}
+	}
+	clear(b.entries)
+	clear(b.info)
+	clear(b.recs)
+	clear(b.res)
+	*b = batch{entries: b.entries[:0], info: b.info[:0], recs: b.recs[:0], res: b.res[:0]}
+	batchPool.Put(b)
+}
+
+func (b *batch) addRecord(s *shard, ver uint64, r *record) {
+	b.info = append(b.info, entry{shard: s, mapVer: ver, first: len(b.recs), end: len(b.recs) + 1})
+	b.recs = append(b.recs, r)
+	b.entries = append(b.entries, types.PutRecordsRequestEntry{Data: r.buf, PartitionKey: &r.pk})
+	b.bytes += r.size()
+}
+
+// addAggregate adds an entry for the records appended to b.recs since first.
+func (b *batch) addAggregate(s *shard, ver uint64, first int, blob []byte, pk *string) {
+	b.info = append(b.info, entry{shard: s, mapVer: ver, first: first, end: len(b.recs), aggregated: true, blob: blob})
+	b.entries = append(b.entries, types.PutRecordsRequestEntry{Data: blob, PartitionKey: pk, ExplicitHashKey: &s.startKey})
+	b.bytes += len(blob) + len(*pk)
+}
+
+// split returns the two halves of a multi-entry batch (to isolate an
+// invalid record); the halves own copies of their entries.
+func (b *batch) split() (*batch, *batch) {
+	h := len(b.info) / 2
+	return b.sub(0, h), b.sub(h, len(b.info))
+}
+
+func (b *batch) sub(from, to int) *batch {
+	n := getBatch()
+	for i := from; i < to; i++ {
+		e := b.info[i]
+		first := len(n.recs)
+		n.recs = append(n.recs, b.recs[e.first:e.end]...)
+		e.end = len(n.recs)
+		e.first = first
+		n.info = append(n.info, e)
+		n.entries = append(n.entries, b.entries[i])
+		n.bytes += len(b.entries[i].Data) + len(aws.ToString(b.entries[i].PartitionKey))
+		b.info[i].blob = nil // now owned by n
+	}
+	return n
+}
+
+// putter sends one batch and fills b.res on success.
+type putter interface {
+	put(ctx context.Context, b *batch) error
+}
+
+// sdkPutter sends through the AWS SDK client.
+type sdkPutter struct {
+	client    *kinesis.Client
+	name, arn *string
+}
+
+func (p *sdkPutter) put(ctx context.Context, b *batch) error {
+	out, err := p.client.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: p.name, StreamARN: p.arn, Records: b.entries})
+	if err != nil {
+		return err
+	}
+	if len(out.Records) != len(b.entries) {
+		// Not matchable by position: treat as an ambiguous failure.
+		return fmt.Errorf("PutRecords answered %d entries for %d records", len(out.Records), len(b.entries))
+	}
+	for _, r := range out.Records {
+		b.res = append(b.res, entryResult{shardID: aws.ToString(r.ShardId), code: aws.ToString(r.ErrorCode), msg: aws.ToString(r.ErrorMessage)})
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+package kinesis
+
+import (
+	"time"
+
+	"github.com/cdcbridge/cdcbridge/cdc"
+)
+
+// keyState is the queue of one partition key's records (with
+// OrderingNone, of a single record). Its head records are in flight
+// (sent > 0), waiting for a retry, parked (dead-letter write, shard map
+// refresh) or ready in its shard's list; never two of these at once, so a
+// key has at most one request (one entry) in flight.
+type keyState struct {
+	pk         string
+	hash       hashKey
+	head, tail *record
+	n          int   // queued records
+	bytes      int64 // their sizes
+
+	sent    int       // head records in flight, all in one entry
+	ready   bool      // in a shard's ready list
+	parked  bool      // waiting for the dead-letter writer or a new shard map
+	retryAt time.Time // in the retry heap until then
+	inRetry bool
+	urgent  bool // goes out without waiting for the linger
+
+	shard     *shard // predicted shard, valid for mapVersion
+	mapVer    uint64
+	nextReady *keyState
+	heapIdx   int
+}
+
+func (k *keyState) push(r *record) {
+	r.key = k
+	r.next = nil
+	if k.tail == nil {
+		k.head = r
+	} else {
+		k.tail.next = r
+	}
+	k.tail = r
+	k.n++
+	k.bytes += int64(r.size())
+}
+
+func (k *keyState) pop() *record {
+	r := k.head
+	k.head = r.next
+	if k.head == nil {
+		k.tail = nil
+	}
+	r.next = nil
+	k.n--
+	k.bytes -= int64(r.size())
+	return r
+}
+
+// idle reports whether the key holds nothing and can be forgotten.
+func (k *keyState) idle() bool {
+	return k.head == nil && k.sent == 0 && !k.ready && !k.parked && !k.inRetry
+}
+
+// tableState enforces the truncate barrier of one table (Event.Subject):
+// a truncate is released once every earlier event of the table is
+// accepted, and later events wait until it is accepted. Events are held in
+// arrival order while a barrier is pending.
+type tableState struct {
+	name    string
+	active  int  // released, not yet accepted
+	barrier bool // a released truncate is not yet accepted
+	waiting []*record
+}
+
+// admit takes a new event of the table and returns whether it may go now.
+func (t *tableState) admit(r *record) bool {
+	if len(t.waiting) == 0 && !t.barrier && !(r.truncate && t.active > 0) {
+		t.active++
+		if r.truncate {
+			t.barrier = true
+		}
+		return true
+	}
+	t.waiting = append(t.waiting, r)
+	return false
+}
+
+// done notes an accepted event and returns the events it releases.
+func (t *tableState) done(r *record, release func(*record)) {
+	t.active--
+	if r.truncate {
+		t.barrier = false
+	}
+	for len(t.waiting) > 0 && !t.barrier {
+		h := t.waiting[0]
+		if h.truncate && t.active > 0 {
+			break
+		}
+		t.waiting[0] = nil
+		t.waiting = t.waiting[1:]
+		t.active++
+		if h.truncate {
+			t.barrier = true
+		}
+		release(h)
+	}
+	if len(t.waiting) == 0 {
+		t.waiting = nil
+	}
+}
+
+func (t *tableState) idle() bool { return t.active == 0 && len(t.waiting) == 0 }
+
+func isTruncate(e *cdc.Event) bool { return e.Op == cdc.OpTruncate }

@@ -1,0 +1,231 @@
+package kinesis
+
+import (
+	"context"
+	"fmt"
+)
+
+// handleResult applies a finished request: accepted entries are acked at
+// once, failed entries wait for their backoff at the head of their key,
+// failed requests are retried or split.
+func (p *Producer) handleResult(ctx context.Context, b *batch) {
+	l := &p.loop
+	l.inflight--
+	p.m.putDuration.Observe(b.dur.Seconds())
+	if ctx.Err() != nil {
+		return // shutting down: abandoned, never acked
+	}
+	if b.err != nil {
+		p.requestFailed(b)
+		return
+	}
+	if l.reqFailures > 0 {
+		p.log.Info("kinesis requests succeed again", "after_failures", l.reqFailures)
+	}
+	l.reqFailures = 0
+	l.gateUntil = l.now
+	failed := 0
+	for i := range b.info {
+		e := &b.info[i]
+		res := &b.res[i]
+		if res.code != "" {
+			failed++
+			p.entryFailed(b, e, res)
+			continue
+		}
+		if res.shardID != e.shard.id {
+			p.mismatch(e, res.shardID)
+			if e.aggregated {
+				// KCL would drop the user records whose hash keys are
+				// outside the shard it landed in: put it again, regrouped
+				// by the refreshed map, its keys blocked meanwhile.
+				p.reput(b, e)
+				continue
+			}
+		}
+		p.entryOK(b, e)
+	}
+	if failed > 0 {
+		p.m.requests.WithLabelValues("partial").Inc()
+	} else {
+		p.m.requests.WithLabelValues("ok").Inc()
+	}
+	p.finishAcks()
+	b.free()
+}
+
+// entryOK acknowledges an accepted entry's records and lets their keys go on.
+func (p *Producer) entryOK(b *batch, e *entry) {
+	l := &p.loop
+	for _, r := range b.recs[e.first:e.end] {
+		k := r.key
+		k.pop()
+		k.sent--
+		l.acked = append(l.acked, r)
+		if t := r.table; t != nil {
+			t.done(r, p.enqueue)
+			if t.idle() {
+				delete(l.tables, t.name)
+			}
+		}
+		if k.sent == 0 {
+			if k.head != nil {
+				p.makeReady(k, true)
+			} else if k.idle() {
+				p.forgetKey(k)
+			}
+		}
+	}
+}
+
+// finishAcks calls Ack for the accepted events, then returns their budget
+// (so that Flush, which waits for the budget, sees the Acks done).
+func (p *Producer) finishAcks() {
+	l := &p.loop
+	if len(l.acked) == 0 {
+		return
+	}
+	for _, r := range l.acked {
+		r.ev.Ack()
+	}
+	p.m.delivered.Add(float64(len(l.acked)))
+	p.status.update(func(st *Status) { st.Delivered += int64(len(l.acked)) })
+	p.release(l.acked)
+	for i, r := range l.acked {
+		freeRecord(r)
+		l.acked[i] = nil
+	}
+	l.acked = l.acked[:0]
+}
+
+// releaseKeys marks an entry's keys as no longer in flight and calls f
+// once per key with the key's first record of the entry.
+func (p *Producer) releaseKeys(b *batch, e *entry, f func(k *keyState, head *record)) {
+	var last *keyState
+	for _, r := range b.recs[e.first:e.end] {
+		if r.key == last {
+			continue
+		}
+		last = r.key
+		last.sent = 0
+		f(last, r)
+	}
+}
+
+// entryFailed schedules the entry's keys for a retry after their backoff.
+func (p *Producer) entryFailed(b *batch, e *entry, res *entryResult) {
+	l := &p.loop
+	p.m.failedRecords.WithLabelValues(entryCodeLabel(res.code)).Inc()
+	p.m.retries.Inc()
+	if res.code == "ProvisionedThroughputExceededException" || classify(apiCodeError(res.code)) == classThrottle {
+		p.status.update(func(st *Status) {
+			st.ThrottledEntries++
+			st.LastThrottleAt = l.now
+		})
+	}
+	p.releaseKeys(b, e, func(k *keyState, head *record) {
+		head.attempts++
+		p.scheduleRetry(k, head.attempts)
+	})
+}
+
+// requestFailed handles a request that failed as a whole.
+func (p *Producer) requestFailed(b *batch) {
+	l := &p.loop
+	code := errorCode(b.err)
+	class := classify(b.err)
+	p.m.requests.WithLabelValues(resultLabel(class, code)).Inc()
+	switch class {
+	case classFatal:
+		l.fatal = p.wrapStreamErr("PutRecords", b.err)
+		b.free()
+		return
+	case classInvalid:
+		p.bisect(b)
+		return
+	case classExpired:
+		invalidateCredentials(p.client)
+	}
+	l.reqFailures++
+	l.gateUntil = l.now.Add(backoff(p.cfg.RetryBase, p.cfg.RetryMax, l.reqFailures))
+	msg := fmt.Sprintf("%d records: %v", len(b.recs), b.err)
+	p.status.update(func(st *Status) {
+		st.LastError = msg
+		st.LastErrorAt = l.now
+		st.FailingRequests = l.reqFailures
+		if class == classThrottle {
+			st.LastThrottleAt = l.now
+		}
+	})
+	if l.reqFailures == 1 || l.reqFailures%10 == 0 {
+		p.log.Warn("PutRecords failed; retrying", "records", len(b.recs), "failures", l.reqFailures, "code", code, "err", b.err)
+	}
+	p.m.retries.Add(float64(len(b.info)))
+	for i := range b.info {
+		p.releaseKeys(b, &b.info[i], func(k *keyState, _ *record) { p.makeReady(k, true) })
+	}
+	b.free()
+}
+
+// bisect splits a request rejected as invalid until the offending record
+// is alone; that record goes to the dead-letter directory and the others
+// go on. A rejected aggregate is taken apart and its records sent alone.
+func (p *Producer) bisect(b *batch) {
+	l := &p.loop
+	if len(b.info) > 1 {
+		x, y := b.split()
+		l.pending = append([]*batch{x, y}, l.pending...)
+		b.free()
+		return
+	}
+	e := &b.info[0]
+	recs := b.recs[e.first:e.end]
+	if len(recs) > 1 {
+		for _, r := range recs {
+			r.noAgg = true
+		}
+		p.releaseKeys(b, e, func(k *keyState, _ *record) { p.makeReady(k, true) })
+		b.free()
+		return
+	}
+	r := recs[0]
+	k := r.key
+	k.sent = 0
+	b.free()
+	switch {
+	case r.placeheld:
+		l.fatal = fmt.Errorf("stream %s rejected the dead-letter placeholder of event %s (table %s) as invalid", p.label, r.ev.ID, r.ev.Subject)
+	case p.cfg.Oversize == OversizeFail:
+		l.fatal = fmt.Errorf("stream %s rejected event %s (table %s) as invalid (CDCBRIDGE_OVERSIZE=fail)", p.label, r.ev.ID, r.ev.Subject)
+	default:
+		p.toDLQ(k, r, "invalid", "Kinesis rejected the record as invalid")
+	}
+}
+
+// mismatch notes a put result in another shard than predicted: the map
+// is stale (a split or merge happened), unless it changed since.
+func (p *Producer) mismatch(e *entry, got string) {
+	if e.mapVer == p.loop.smap.version {
+		p.status.setTrouble("mismatch", "shard map stale: records landed in "+got+", not "+e.shard.id+"; reloading")
+		p.requestRefresh()
+	}
+}
+
+// reput parks an aggregate's keys until the refreshed map is installed
+// (or, when a newer map is already here, makes them ready at once).
+func (p *Producer) reput(b *batch, e *entry) {
+	l := &p.loop
+	p.m.retries.Inc()
+	stale := e.mapVer == l.smap.version
+	p.releaseKeys(b, e, func(k *keyState, _ *record) {
+		if stale {
+			k.parked = true
+			l.awaitMap = append(l.awaitMap, k)
+		} else {
+			p.makeReady(k, true)
+		}
+	})
+	if stale {
+		p.requestRefresh()
+	}
+}
