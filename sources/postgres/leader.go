@@ -1,0 +1,167 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Leadership: one bridge per slot streams. Before it touches the slot, an
+// instance takes a session-level advisory lock derived from the slot name
+// on an ordinary connection and holds it for as long as it is active.
+// Others wait on the lock (hot standbys) and take over the moment the
+// holder's session ends: a crash, a closed connection, or
+// pg_terminate_backend. The holder watches its lock connection; when it
+// breaks, the holder no longer knows it is the only one, so it stops
+// streaming and emitting at once.
+
+// errLeadershipLost is the cause of the active context's end when the
+// lock connection broke.
+var errLeadershipLost = errors.New("lost the slot's advisory lock connection")
+
+// lockKey maps a slot name to the advisory lock key.
+func lockKey(slot string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("cdcbridge/slot/" + slot))
+	return int64(h.Sum64())
+}
+
+// lease is a held lock. ctx ends (with cause errLeadershipLost) when the
+// lock connection breaks.
+type lease struct {
+	conn   *pgx.Conn
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+}
+
+// acquire waits until this instance holds the slot's lock.
+func (s *Source) acquire(ctx context.Context) (*lease, error) {
+	key := lockKey(s.cfg.Slot)
+	bo := newBackoff()
+	for {
+		s.heartbeat()
+		conn, err := connectNormal(ctx, s.cfg.URL)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			s.degrade("source disconnected: " + err.Error())
+			s.log.Warn("connecting to take the slot's lock", "err", err)
+			if err := wait(ctx, bo.next(), s.heartbeat); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		s.clearDegraded()
+		s.ready.Store(true) // a healthy standby is ready
+		got, err := s.waitLock(ctx, conn, key)
+		if got {
+			l := &lease{conn: conn, done: make(chan struct{})}
+			l.ctx, l.cancel = context.WithCancelCause(ctx)
+			go s.watchLease(l)
+			return l, nil
+		}
+		conn.Close(context.Background())
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		s.log.Warn("waiting for the slot's lock", "err", err)
+		if err := wait(ctx, bo.next(), s.heartbeat); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// waitLock blocks on pg_advisory_lock in steps of lock_timeout, so the
+// wait stays visible to the heartbeat and to ctx.
+func (s *Source) waitLock(ctx context.Context, conn *pgx.Conn, key int64) (bool, error) {
+	if _, err := conn.Exec(ctx, "SET lock_timeout = '2s'"); err != nil {
+		return false, fmt.Errorf("setting lock_timeout: %w", err)
+	}
+	announced := false
+	for {
+		s.heartbeat()
+		_, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
+		if err == nil {
+			if _, err := conn.Exec(ctx, "SET lock_timeout = 0"); err != nil {
+				return false, fmt.Errorf("resetting lock_timeout: %w", err)
+			}
+			return true, nil
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
+			return false, fmt.Errorf("taking the slot's advisory lock: %w", err)
+		}
+		s.setRole("standby")
+		if !announced {
+			announced = true
+			s.log.Info("standby: another instance holds the slot; waiting to take over",
+				"slot", s.cfg.Slot, "holder", lockHolder(ctx, conn, key))
+		}
+	}
+}
+
+// lockHolder describes the session holding the lock, for the log.
+func lockHolder(ctx context.Context, conn *pgx.Conn, key int64) string {
+	var desc string
+	err := conn.QueryRow(ctx, `SELECT format('pid %s (%s from %s)', a.pid, a.application_name, coalesce(host(a.client_addr), 'local'))
+		FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+		  AND l.classid = (($1::int8 >> 32) & 4294967295)::oid AND l.objid = ($1::int8 & 4294967295)::oid
+		LIMIT 1`, key).Scan(&desc)
+	if err != nil {
+		return "unknown"
+	}
+	return desc
+}
+
+// watchLease ends the lease's context the moment the lock connection
+// breaks. A terminated backend sends an error and closes the socket, which
+// ends the wait at once; a silent network failure is caught by the ping
+// after each quiet interval (and by TCP keepalives).
+func (s *Source) watchLease(l *lease) {
+	defer close(l.done)
+	pc := l.conn.PgConn()
+	for {
+		wctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
+		err := pc.WaitForNotification(wctx)
+		cancel()
+		if l.ctx.Err() != nil {
+			return
+		}
+		if err != nil && !pgconn.Timeout(err) {
+			s.loseLease(l, err)
+			return
+		}
+		pctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
+		err = pc.Ping(pctx)
+		cancel()
+		if l.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.loseLease(l, err)
+			return
+		}
+	}
+}
+
+func (s *Source) loseLease(l *lease, err error) {
+	s.log.Error("the slot's lock connection broke: stopping at once, another instance may take over", "err", err)
+	l.cancel(fmt.Errorf("%w: %v", errLeadershipLost, err))
+}
+
+// release gives the lock up by closing its session.
+func (l *lease) release() {
+	l.cancel(nil)
+	<-l.done
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	l.conn.Close(ctx)
+}

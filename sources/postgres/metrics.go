@@ -1,0 +1,105 @@
+package postgres
+
+import (
+	"github.com/cdcbridge/cdcbridge/cdc"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	received        map[cdc.Op]prometheus.Counter
+	slotLagBytes    prometheus.Gauge
+	confirmedLSN    prometheus.Gauge
+	role            *prometheus.GaugeVec
+	snapRows        prometheus.Counter
+	snapTablesDone  prometheus.Gauge
+	snapTablesTotal prometheus.Gauge
+	snapRunning     prometheus.Gauge
+	slotLost        *prometheus.CounterVec
+	reconnects      prometheus.Counter
+	statusUpdates   prometheus.Counter
+	pubChanges      *prometheus.CounterVec
+	skippedTables   prometheus.Gauge
+}
+
+// newMetrics creates the source's metrics and registers them with reg
+// (nil: not registered).
+func newMetrics(reg prometheus.Registerer) *metrics {
+	recv := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cdcbridge_events_received_total",
+		Help: "Events read from the source, by op.",
+	}, []string{"source", "op"})
+	m := &metrics{
+		received: make(map[cdc.Op]prometheus.Counter),
+		slotLagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_postgres_slot_lag_bytes",
+			Help: "WAL the slot holds: pg_current_wal_lsn() - confirmed_flush_lsn, polled on a normal connection.",
+		}),
+		confirmedLSN: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_postgres_confirmed_lsn",
+			Help: "The LSN last confirmed to the server (as a number).",
+		}),
+		role: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cdcbridge_postgres_role",
+			Help: "1 for this instance's role: active (holds the slot's lock) or standby (waits for it).",
+		}, []string{"role"}),
+		snapRows: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_postgres_snapshot_rows_total",
+			Help: "Rows read by initial snapshots.",
+		}),
+		snapTablesDone: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_postgres_snapshot_tables_done",
+			Help: "Tables the running (or last) snapshot has read completely.",
+		}),
+		snapTablesTotal: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_postgres_snapshot_tables",
+			Help: "Tables the running (or last) snapshot reads.",
+		}),
+		snapRunning: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_postgres_snapshot_running",
+			Help: "1 while an initial snapshot is being read or acknowledged.",
+		}),
+		slotLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcbridge_postgres_slot_lost_total",
+			Help: "Times the slot was found gone or invalidated after streaming from it, by the action taken (fail, resnapshot, continue).",
+		}, []string{"action"}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_postgres_reconnects_total",
+			Help: "Replication sessions restarted after an error.",
+		}),
+		statusUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_postgres_status_updates_total",
+			Help: "Standby status updates sent.",
+		}),
+		pubChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcbridge_postgres_publication_changes_total",
+			Help: "Tables added to or moved between the bridge's publications, by publication kind (main, insert_only).",
+		}, []string{"publication"}),
+		skippedTables: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_postgres_tables_without_identity",
+			Help: "Published tables without a usable replica identity (inserts only).",
+		}),
+	}
+	for _, op := range cdc.Ops {
+		m.received[op] = recv.WithLabelValues("postgres", op.String())
+	}
+	m.role.WithLabelValues("active")
+	m.role.WithLabelValues("standby")
+	m.slotLost.WithLabelValues(OnSlotLostFail)
+	m.slotLost.WithLabelValues(OnSlotLostResnapshot)
+	m.slotLost.WithLabelValues(OnSlotLostContinue)
+	if reg != nil {
+		reg.MustRegister(recv, m.slotLagBytes, m.confirmedLSN, m.role, m.snapRows, m.snapTablesDone,
+			m.snapTablesTotal, m.snapRunning, m.slotLost, m.reconnects, m.statusUpdates, m.pubChanges, m.skippedTables)
+	}
+	return m
+}
+
+func (m *metrics) setRole(role string) {
+	for _, r := range []string{"active", "standby"} {
+		v := 0.0
+		if r == role {
+			v = 1
+		}
+		m.role.WithLabelValues(r).Set(v)
+	}
+}

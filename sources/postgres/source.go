@@ -1,0 +1,319 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cdcbridge/cdcbridge/cdc"
+	"github.com/cdcbridge/cdcbridge/checkpoint"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Source captures committed changes of a PostgreSQL database through
+// logical replication. See the package documentation for its guarantees.
+type Source struct {
+	cfg   Config
+	store checkpoint.Store
+	log   *slog.Logger
+	m     *metrics
+	types *typeCache
+
+	ready atomic.Bool
+	pos   atomic.Pointer[positions] // the current session's
+
+	mu       sync.Mutex
+	role     string
+	degraded map[string]struct{}
+	slotLag  int64
+	lagKnown bool
+	snap     *snapshotProgress
+	pubs     []string
+	sysID    string
+	database string
+}
+
+// New validates cfg and allocates a Source; it starts nothing. reg may be
+// nil (metrics are then not registered); log may be nil.
+func New(cfg Config, store checkpoint.Store, reg prometheus.Registerer, log *slog.Logger) (*Source, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, errors.New("postgres: a checkpoint store is required")
+	}
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Heartbeat == nil {
+		cfg.Heartbeat = func() {}
+	}
+	return &Source{
+		cfg: cfg, store: store, m: newMetrics(reg), types: newTypeCache(),
+		log:      log.With("source", "postgres", "slot", cfg.Slot),
+		degraded: make(map[string]struct{}),
+	}, nil
+}
+
+func (s *Source) heartbeat() { s.cfg.Heartbeat() }
+
+// fatalError marks errors a reconnect cannot fix (configuration,
+// privileges, a lost slot with on-slot-lost=fail).
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+func fatal(err error) error { return &fatalError{err} }
+
+func isFatal(err error) bool {
+	var f *fatalError
+	if errors.As(err, &f) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "42501", // insufficient_privilege
+			"28000", "28P01", // invalid authorization, bad password
+			"3D000": // database does not exist
+			return true
+		}
+	}
+	return false
+}
+
+// Run captures changes and passes them to emit until ctx ends. It waits as
+// a standby while another instance holds the slot, takes over when that
+// one's session ends, creates the publication and slot as needed, reads
+// the initial snapshot, streams, and reconnects after errors. It returns
+// nil when ctx ends (after saving the final checkpoint), or a fatal error.
+func (s *Source) Run(ctx context.Context, emit cdc.Emit) error {
+	defer s.setRole("stopped")
+	for {
+		s.setRole("standby")
+		l, err := s.acquire(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		s.setRole("active")
+		s.log.Info("active: holding the slot's lock")
+		err = s.runActive(l.ctx, emit)
+		cause := context.Cause(l.ctx)
+		l.release()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(cause, errLeadershipLost):
+			s.degrade("lost the slot's lock connection")
+			continue
+		case err != nil:
+			return err
+		}
+	}
+}
+
+// runActive does the work of the lock holder until ctx ends or a fatal
+// error occurs; other errors lead to a new session after a backoff.
+func (s *Source) runActive(ctx context.Context, emit cdc.Emit) error {
+	bo := newBackoff()
+	for {
+		start := time.Now()
+		err := s.activeSession(ctx, emit)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if isFatal(err) {
+			s.degrade(err.Error())
+			return err
+		}
+		if time.Since(start) > time.Minute {
+			bo.reset()
+		}
+		s.m.reconnects.Inc()
+		s.degrade("source disconnected")
+		s.log.Warn("replication session ended; reconnecting", "err", err)
+		if err := wait(ctx, bo.next(), s.heartbeat); err != nil {
+			return err
+		}
+	}
+}
+
+// activeSession connects, checks the server, sets up the publication and
+// slot (and snapshot), and streams until an error.
+func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
+	pool, err := newPool(ctx, s.cfg.URL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	srv, err := inspectServer(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if err := srv.requireReady(); err != nil {
+		return fatal(err)
+	}
+	conn, err := connectReplication(ctx, s.cfg.URL)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn.Close(cctx)
+	}()
+	s.ready.Store(true)
+	ident, err := identify(ctx, conn)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.sysID, s.database = ident.sysID, ident.database
+	s.mu.Unlock()
+
+	pubs, managed, err := s.ensurePublication(ctx, pool)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.pubs = pubs
+	s.mu.Unlock()
+
+	st := &stateStore{store: s.store, key: stateKey(ident.sysID, ident.database, s.cfg.Slot)}
+	source := "/cdcbridge/postgres/" + ident.sysID + "/" + ident.database + "/" + s.cfg.Slot
+
+	aux, stopAux := context.WithCancel(ctx)
+	var auxWG sync.WaitGroup
+	defer func() { stopAux(); auxWG.Wait() }()
+	auxWG.Go(func() { s.pollSlotLag(aux, pool) })
+	if managed {
+		auxWG.Go(func() { s.syncPublications(aux, pool) })
+	}
+
+	plan, err := s.prepareSlot(ctx, conn, pool, st, srv, source, pubs, emit)
+	if err != nil {
+		return err
+	}
+	s.clearDegraded()
+
+	pos := newPositions(plan.start)
+	s.pos.Store(pos)
+	s.m.confirmedLSN.Set(float64(plan.start))
+	interval := s.cfg.StatusInterval
+	if wst, err := walSenderTimeout(ctx, conn); err == nil && wst > 0 && wst/3 < interval {
+		interval = wst / 3
+	}
+	sess := &session{
+		conn: conn, pos: pos, q: newQueue(queueBytes), interval: interval,
+		heartbeat: s.heartbeat, log: s.log, metrics: s.m,
+		dec:       newDecoder(source, s.types, pool, pos, emit, s.m, s.log),
+		onConfirm: func(lsn uint64) { s.m.confirmedLSN.Set(float64(lsn)) },
+	}
+	state := plan.state
+	saveCtx, stopSave := context.WithCancel(context.WithoutCancel(ctx))
+	var saveWG sync.WaitGroup
+	saveWG.Go(func() { s.saveLoop(saveCtx, st, state, pos) })
+	s.log.Info("streaming", "from", formatLSN(plan.start), "publications", pubs, "status_interval", interval)
+	err = sess.run(ctx, s.cfg.Slot, pubs, srv.version)
+	stopSave()
+	saveWG.Wait()
+	return err
+}
+
+// saveLoop saves the confirmed position about once a second when it
+// moved, and once more when ctx ends.
+func (s *Source) saveLoop(ctx context.Context, st *stateStore, state *slotState, pos *positions) {
+	saved := pos.current()
+	save := func(c context.Context) {
+		cur := pos.confirm()
+		if cur == saved {
+			return
+		}
+		state.ConfirmedLSN = formatLSN(cur)
+		if err := st.save(c, state); err != nil {
+			s.log.Warn("saving the checkpoint", "err", err)
+			return
+		}
+		saved = cur
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			save(ctx)
+		case <-ctx.Done():
+			c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			save(c)
+			cancel()
+			return
+		}
+	}
+}
+
+// pollSlotLag exports how much WAL the slot holds.
+func (s *Source) pollSlotLag(ctx context.Context, pool *pgxpool.Pool) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		var lag *int64
+		err := pool.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::int8
+			FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, s.cfg.Slot).Scan(&lag)
+		if err == nil && lag != nil {
+			s.m.slotLagBytes.Set(float64(*lag))
+			s.mu.Lock()
+			s.slotLag, s.lagKnown = *lag, true
+			s.mu.Unlock()
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// OldestUnacked returns the commit time of the oldest transaction with an
+// event not yet acknowledged (for cdcbridge_lag_seconds); ok is false when
+// nothing is pending.
+func (s *Source) OldestUnacked() (time.Time, bool) {
+	p := s.pos.Load()
+	if p == nil {
+		return time.Time{}, false
+	}
+	return p.tracker.Oldest()
+}
+
+// Ready reports whether the first connection succeeded (as the active
+// instance or as a healthy standby).
+func (s *Source) Ready() bool { return s.ready.Load() }
+
+func (s *Source) setRole(role string) {
+	s.mu.Lock()
+	s.role = role
+	s.mu.Unlock()
+	s.m.setRole(role)
+}
+
+func (s *Source) degrade(reason string) {
+	s.mu.Lock()
+	s.degraded[reason] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Source) clearDegraded() {
+	s.mu.Lock()
+	clear(s.degraded)
+	s.mu.Unlock()
+}

@@ -1,0 +1,245 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/sync/errgroup"
+)
+
+// queueBytes bounds the messages received and not yet decoded. The sink's
+// in-flight budget bounds what is decoded and not yet acknowledged.
+const queueBytes = 4 << 20
+
+// session is one START_REPLICATION stream. Two goroutines share it:
+//
+//   - the receiver owns the connection: it reads messages (with read
+//     deadlines, so it wakes at least once a second), answers keepalives
+//     and sends standby status updates on its own schedule;
+//   - the decoder takes messages from a byte-bounded queue, turns them
+//     into events and emits them, blocking for as long as the sink
+//     applies back-pressure.
+//
+// When the queue is full the receiver stops reading (TCP then holds the
+// server back) but keeps sending status updates, so neither the server's
+// wal_sender_timeout nor the slot's position depends on the sink's pace.
+// pgconn connections are not safe for concurrent use; only the receiver
+// touches the connection.
+type session struct {
+	conn      *pgconn.PgConn
+	pos       *positions
+	dec       *decoder
+	q         *queue
+	interval  time.Duration // status update period
+	heartbeat func()
+	log       *slog.Logger
+	metrics   *metrics
+	onConfirm func(lsn uint64) // called after each status update
+
+	received atomic.Uint64 // highest WAL end the server reported
+}
+
+// startArgs are pgoutput's options: protocol 1, the publications, and
+// logical decoding messages where the server has them (14+).
+func startArgs(pubs []string, serverVersion int) []string {
+	args := []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", strings.Join(pubs, ","))}
+	if serverVersion >= 140000 {
+		args = append(args, "messages 'true'")
+	}
+	return args
+}
+
+// run streams from the slot until ctx ends or an error occurs.
+func (s *session) run(ctx context.Context, slot string, pubs []string, serverVersion int) error {
+	err := pglogrepl.StartReplication(ctx, s.conn, slot, 0, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication, PluginArgs: startArgs(pubs, serverVersion),
+	})
+	if err != nil {
+		return fmt.Errorf("starting replication from slot %s: %w", slot, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.receive(gctx) })
+	g.Go(func() error { return s.decode(gctx) })
+	return g.Wait()
+}
+
+func (s *session) decode(ctx context.Context) error {
+	for {
+		it, err := s.q.pop(ctx)
+		if err != nil {
+			return err
+		}
+		if it.data == nil {
+			s.dec.keepalive(it.walEnd)
+			continue
+		}
+		if err := s.dec.handle(ctx, it.data, it.serverTime); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("decoding: %w", err)
+		}
+	}
+}
+
+// receive owns the connection; see session.
+func (s *session) receive(ctx context.Context) error {
+	nc := s.conn.Conn()
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetReadDeadline(time.Now()) })
+	defer stop()
+	// A server that answers nothing, not even the reply each status update
+	// requests, for this long is taken for gone.
+	silence := 3*s.interval + 10*time.Second
+	lastHeard := time.Now()
+	nextStatus := time.Now()
+	var deadline time.Time
+	for {
+		s.heartbeat()
+		now := time.Now()
+		if !now.Before(nextStatus) {
+			if err := s.sendStatus(true); err != nil {
+				return err
+			}
+			nextStatus = now.Add(s.interval)
+		}
+		if !now.Before(deadline) {
+			deadline = now.Add(time.Second)
+			if nextStatus.Before(deadline) {
+				deadline = nextStatus
+			}
+			_ = nc.SetReadDeadline(deadline)
+			if ctx.Err() != nil {
+				return s.finish(ctx)
+			}
+		}
+		msg, err := s.conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if pgconn.Timeout(err) {
+				if ctx.Err() != nil {
+					return s.finish(ctx)
+				}
+				if time.Since(lastHeard) > silence {
+					return fmt.Errorf("no message from the server for %s", time.Since(lastHeard).Round(time.Second))
+				}
+				deadline = time.Time{}
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("receiving from the replication connection: %w", err)
+		}
+		lastHeard = time.Now()
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if len(m.Data) == 0 {
+				continue
+			}
+			switch m.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parsing keepalive: %w", err)
+				}
+				s.noteReceived(uint64(ka.ServerWALEnd))
+				s.q.tryPush(item{walEnd: uint64(ka.ServerWALEnd)})
+				if ka.ReplyRequested {
+					if err := s.sendStatus(false); err != nil {
+						return err
+					}
+					nextStatus = time.Now().Add(s.interval)
+				}
+			case pglogrepl.XLogDataByteID:
+				x, err := pglogrepl.ParseXLogData(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parsing XLogData: %w", err)
+				}
+				s.noteReceived(uint64(x.ServerWALEnd))
+				// The connection reuses its buffer on the next read.
+				it := item{data: append([]byte(nil), x.WALData...), serverTime: x.ServerTime}
+				if err := s.enqueue(ctx, it, &nextStatus); err != nil {
+					return err
+				}
+				lastHeard = time.Now()
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone:
+			return errors.New("the server ended the replication stream")
+		}
+	}
+}
+
+// enqueue waits for room in the queue, sending status updates meanwhile.
+func (s *session) enqueue(ctx context.Context, it item, nextStatus *time.Time) error {
+	if s.q.tryPush(it) {
+		return nil
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for !s.q.tryPush(it) {
+		select {
+		case <-s.q.space:
+		case <-tick.C:
+			s.heartbeat()
+			if now := time.Now(); !now.Before(*nextStatus) {
+				if err := s.sendStatus(false); err != nil {
+					return err
+				}
+				*nextStatus = now.Add(s.interval)
+			}
+		case <-ctx.Done():
+			return s.finish(ctx)
+		}
+	}
+	return nil
+}
+
+func (s *session) noteReceived(lsn uint64) {
+	for {
+		cur := s.received.Load()
+		if lsn <= cur || s.received.CompareAndSwap(cur, lsn) {
+			return
+		}
+	}
+}
+
+// sendStatus reports the confirmed position as flushed and applied, and
+// the received position as written.
+func (s *session) sendStatus(replyRequested bool) error {
+	flush := s.pos.confirm()
+	write := max(s.received.Load(), flush)
+	_ = s.conn.Conn().SetWriteDeadline(time.Now().Add(10 * time.Second))
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(write),
+		WALFlushPosition: pglogrepl.LSN(flush),
+		WALApplyPosition: pglogrepl.LSN(flush),
+		ReplyRequested:   replyRequested,
+	})
+	_ = s.conn.Conn().SetWriteDeadline(time.Time{})
+	if err != nil {
+		return fmt.Errorf("sending standby status update: %w", err)
+	}
+	s.metrics.statusUpdates.Inc()
+	if s.onConfirm != nil {
+		s.onConfirm(flush)
+	}
+	return nil
+}
+
+// finish sends a last status update on the way out, so the server holds
+// as little as possible for the next session.
+func (s *session) finish(ctx context.Context) error {
+	if err := s.sendStatus(false); err != nil {
+		s.log.Debug("final status update failed", "err", err)
+	}
+	return ctx.Err()
+}
