@@ -102,7 +102,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	}
 	awsCfg := testenv.AWSConfig()
 	awsCfg.BaseEndpoint = aws.String(h.fake.URL)
-	p, err := New(cfg, NewClient(awsCfg, cfg), h.reg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	p, err := New(cfg, NewClient(awsCfg, cfg), h.reg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,4 +367,39 @@ func readStream(t *testing.T, c *kinesis.Client, stream string) []userRec {
 		}
 	}
 	return recs
+}
+
+type eventT = cdc.Event
+
+func awsConfigFor(url string) aws.Config {
+	c := testenv.AWSConfig()
+	c.BaseEndpoint = aws.String(url)
+	return c
+}
+
+// counterValue reads one labelled counter from reg.
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := label == ""
+			for _, lp := range m.GetLabel() {
+				if lp.GetValue() == label {
+					match = true
+				}
+			}
+			if match && m.Counter != nil {
+				sum += m.Counter.GetValue()
+			}
+		}
+	}
+	return sum
 }

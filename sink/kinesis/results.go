@@ -21,8 +21,9 @@ func (p *Producer) handleResult(ctx context.Context, b *batch) {
 	}
 	if l.reqFailures > 0 {
 		p.log.Info("kinesis requests succeed again", "after_failures", l.reqFailures)
+		l.reqFailures = 0
+		p.status.update(func(st *Status) { st.FailingRequests = 0 })
 	}
-	l.reqFailures = 0
 	l.gateUntil = l.now
 	failed := 0
 	for i := range b.info {

@@ -1,0 +1,234 @@
+package kinesis
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
+)
+
+// TestFaults runs a keyed workload under each fault the fake injects and
+// checks every promise: each event acked exactly once, never before the
+// stream accepted it, every acked event in the stream, and each key's
+// first occurrences in Put order.
+func TestFaults(t *testing.T) {
+	cases := []struct {
+		name   string
+		faults kinesisfake.Faults
+		cfg    Config
+	}{
+		{"entry throttling 30%", kinesisfake.Faults{ThrottleEntries: 0.3}, Config{}},
+		{"internal failure entries", kinesisfake.Faults{FailEntries: 0.2, ThrottleEntries: 0.1}, Config{}},
+		{"request 500s", kinesisfake.Faults{FailRequests: 0.3}, Config{}},
+		{"request throttling", kinesisfake.Faults{FailRequests: 0.3, RequestError: "ProvisionedThroughputExceededException"}, Config{}},
+		{"KMS throttling", kinesisfake.Faults{FailRequests: 0.3, RequestError: "KMSThrottlingException"}, Config{}},
+		{"503", kinesisfake.Faults{FailRequests: 0.3, RequestError: "ServiceUnavailable"}, Config{}},
+		{"expired credentials", kinesisfake.Faults{FailRequests: 0.2, RequestError: "ExpiredTokenException"}, Config{}},
+		{"unknown error code", kinesisfake.Faults{FailRequests: 0.2, RequestError: "SomethingNewException"}, Config{}},
+		{"responses lost by reset", kinesisfake.Faults{LoseResponses: 0.25, LoseMode: kinesisfake.Reset}, Config{}},
+		{"responses truncated", kinesisfake.Faults{LoseResponses: 0.25, LoseMode: kinesisfake.Truncate}, Config{}},
+		{"responses lost by timeout", kinesisfake.Faults{LoseResponses: 0.1, LoseMode: kinesisfake.Hang}, Config{RequestTimeout: 150 * time.Millisecond}},
+		{"slow responses past the timeout", kinesisfake.Faults{SlowRequests: 0.1, Delay: 300 * time.Millisecond}, Config{RequestTimeout: 150 * time.Millisecond}},
+		{"everything at once", kinesisfake.Faults{ThrottleEntries: 0.2, FailEntries: 0.05, FailRequests: 0.1, LoseResponses: 0.1}, Config{}},
+	}
+	for _, tc := range cases {
+		for _, agg := range []bool{false, true} {
+			name := tc.name
+			if agg {
+				name += "/aggregated"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				cfg := tc.cfg
+				cfg.Aggregate = agg
+				cfg.AggregateMaxBytes = 4 << 10 // several aggregates per shard
+				h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Shards: 3, Keep: true, Seed: 7}, cfg: cfg})
+				h.fake.SetFaults(tc.faults)
+				h.start()
+				h.putKeys(1500, 40, 200)
+				h.flush(60 * time.Second)
+				h.fake.SetFaults(kinesisfake.Faults{})
+				h.checkAcks()
+				h.checkStream(fakeRecords(h.fake), true)
+				if c := h.fake.Counts(); c.FailedEntries+c.FailedRequests+c.LostResponses+c.SlowRequests == 0 {
+					t.Errorf("no fault was injected: %+v", c)
+				}
+			})
+		}
+	}
+}
+
+func TestOrderingNoneDeliversEverything(t *testing.T) {
+	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Shards: 3, Keep: true, Seed: 3}, cfg: Config{Ordering: OrderingNone}})
+	h.putKeys(2000, 5, 100) // queued before Run
+	h.start()
+	h.flush(30 * time.Second)
+	// Several records of one key share a request when order is not kept
+	// (ORDERING=key would need at least 400 requests).
+	if c := h.fake.Counts(); c.PutRequests >= 400 {
+		t.Errorf("%d requests for 2000 records over 5 keys: keys are serialised", c.PutRequests)
+	}
+	h.fake.SetFaults(kinesisfake.Faults{ThrottleEntries: 0.3, LoseResponses: 0.1})
+	h.putKeys(2000, 5, 100)
+	h.flush(30 * time.Second)
+	h.checkAcks()
+	h.checkStream(fakeRecords(h.fake), false)
+}
+
+// TestHotKeyIsSerialised checks that a key never has two records in
+// flight: with ORDERING=key and no aggregation, N records of one key take
+// at least N requests.
+func TestHotKeyIsSerialised(t *testing.T) {
+	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Shards: 1, Keep: true}, cfg: Config{}})
+	h.start()
+	h.putKeys(200, 1, 10)
+	h.flush(30 * time.Second)
+	h.checkAcks()
+	h.checkStream(fakeRecords(h.fake), true)
+	if c := h.fake.Counts(); c.PutRequests < 200 {
+		t.Errorf("%d requests for 200 records of one key: two were in flight at once", c.PutRequests)
+	}
+}
+
+// TestAggregationLiftsHotKeyBound: with aggregation, a run of one key's
+// records goes in one aggregate.
+func TestAggregationLiftsHotKeyBound(t *testing.T) {
+	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Shards: 1, Keep: true}, cfg: Config{Aggregate: true}})
+	h.putKeys(200, 1, 10) // before Run: all queued
+	h.start()
+	h.flush(30 * time.Second)
+	h.checkAcks()
+	h.checkStream(fakeRecords(h.fake), true)
+	if c := h.fake.Counts(); c.PutRequests > 5 {
+		t.Errorf("%d requests for 200 queued records of one key with aggregation", c.PutRequests)
+	}
+}
+
+func TestStatusShowsFailingRetries(t *testing.T) {
+	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Keep: true}, cfg: Config{}})
+	h.fake.SetFaults(kinesisfake.Faults{FailRequests: 1, RequestError: "InternalFailure"})
+	h.start()
+	h.putKeys(10, 10, 10)
+	deadline := time.Now().Add(10 * time.Second)
+	var st Status
+	for time.Now().Before(deadline) {
+		st = h.p.Status().(Status)
+		if st.FailingRequests >= 3 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st.FailingRequests < 3 || len(st.Degraded) == 0 || !st.Ready {
+		t.Fatalf("status while every request fails: %+v", st)
+	}
+	if st.InflightEvents != 10 {
+		t.Errorf("inflight events %d, want 10", st.InflightEvents)
+	}
+	h.mu.Lock()
+	acked := h.ackCount
+	h.mu.Unlock()
+	if acked != 0 {
+		t.Fatalf("%d events acked while every request failed", acked)
+	}
+	h.fake.SetFaults(kinesisfake.Faults{})
+	h.flush(10 * time.Second)
+	h.checkAcks()
+	if got := counterValue(t, h.reg, "cdcbridge_kinesis_put_requests_total", "error"); got < 3 {
+		t.Errorf("put_requests_total{result=error} = %v", got)
+	}
+	if st := h.p.Status().(Status); st.FailingRequests != 0 {
+		t.Errorf("still failing after recovery: %+v", st)
+	}
+}
+
+func TestConnectTimeout(t *testing.T) {
+	u, err := kinesisfake.NewUnaccepting()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	cfg := Config{Stream: "s", DLQDir: t.TempDir(), ConnectTimeout: 100 * time.Millisecond, RequestTimeout: 5 * time.Second,
+		RetryBase: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond}
+	awsCfg := awsConfigFor(u.URL)
+	p, err := New(cfg, NewClient(awsCfg, cfg), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- p.Run(ctx) }()
+	var st Status
+	for time.Since(start) < 5*time.Second {
+		st = p.Status().(Status)
+		if len(st.Degraded) > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The first attempt failed within the connect timeout, not the request timeout.
+	if len(st.Degraded) == 0 || time.Since(start) > 2*time.Second {
+		t.Fatalf("after %v: status %+v", time.Since(start), st)
+	}
+	if p.Ready() {
+		t.Fatal("ready without a connection")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+	if err := p.Put(context.Background(), (&harness{}).eventNoAck("k")); err != ErrClosed {
+		t.Fatalf("Put after Run: %v, want ErrClosed", err)
+	}
+}
+
+func (h *harness) eventNoAck(key string) (e *eventT) {
+	e = (&harness{applied: map[string]bool{}, acks: map[string]int{}}).event(key, 0)
+	e.OnAck = nil
+	return e
+}
+
+func TestPartitionKeys(t *testing.T) {
+	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Keep: true}})
+	h.start()
+	ctx := context.Background()
+	long := h.event("x", 0)
+	long.PartitionKey = "public.t:[\"" + string(make([]byte, 0)) + fmt.Sprintf("%0300d", 7) + "\"]"
+	empty := h.event("y", 0)
+	empty.PartitionKey = ""
+	for _, e := range []*eventT{long, empty} {
+		if err := h.put(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.flush(10 * time.Second)
+	h.checkAcks()
+	recs := fakeRecords(h.fake)
+	h.checkStream(recs, true)
+	if len(recs) != 2 {
+		t.Fatalf("%d records", len(recs))
+	}
+	if pk := recs[0].pk; len(pk) > 256 || pk != long.PartitionKey || pk[:len("public.t:sha256:")] != "public.t:sha256:" {
+		t.Errorf("long key became %q", pk)
+	}
+	if pk := recs[1].pk; pk != "public.t:*" {
+		t.Errorf("empty key became %q, want the table's key", pk)
+	}
+}
+
+func TestRequestLimitsHonoured(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		fake: kinesisfake.Options{Shards: 8, Keep: true, Limits: kinesisfake.Limits{MaxRequestBytes: 64 << 10}},
+		cfg:  Config{MaxRequestBytes: 64 << 10, Linger: 200 * time.Millisecond},
+	})
+	h.putKeys(3000, 3000, 10) // queued before Run: more than 500 ready at once
+	h.putKeys(200, 200, 3000) // and more than 64 KiB
+	h.start()
+	h.flush(30 * time.Second)
+	h.checkAcks()
+	if c := h.fake.Counts(); c.Rejected != 0 {
+		t.Fatalf("%d requests rejected for exceeding AWS limits", c.Rejected)
+	}
+}
