@@ -54,6 +54,10 @@ type fakeStreams struct {
 	faults map[string][]fakeFault
 	// faultEvery makes every Nth call of an operation fail (proxy mode).
 	faultEvery map[string]fakeFault
+	// stalls holds the next N calls of an operation for stallFor (a
+	// server that stops answering).
+	stalls   map[string]int
+	stallFor time.Duration
 	// emptyEvery answers every Nth GetRecords with an empty page that
 	// returns the same position (proxy mode).
 	emptyEvery int
@@ -114,6 +118,7 @@ func newFakeStreams(t testing.TB) *fakeStreams {
 		pageSize:   1000,
 		faults:     map[string][]fakeFault{},
 		faultEvery: map[string]fakeFault{},
+		stalls:     map[string]int{},
 		calls:      map[string]int{},
 		inflight:   map[string]int{},
 		maxReaders: map[string]int{},
@@ -261,6 +266,17 @@ func (f *fakeStreams) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.calls[op]++
+	if f.stalls[op] > 0 {
+		f.stalls[op]--
+		d := f.stallFor
+		f.mu.Unlock()
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+		}
+		writeErr(w, 500, "InternalServerError", "stalled")
+		return
+	}
 	if q := f.faults[op]; len(q) > 0 {
 		ft := q[0]
 		f.faults[op] = q[1:]

@@ -83,11 +83,16 @@ func (c *collector) snapshot() []*cdc.Event {
 	return append([]*cdc.Event(nil), c.events...)
 }
 
-// waitFor waits until at least n events arrived.
-func (c *collector) waitFor(t testing.TB, n int, timeout time.Duration) {
+// waitFor waits until at least n events arrived. It fails at once when
+// the source's Run (if given) ends first.
+func (c *collector) waitFor(t testing.TB, n int, timeout time.Duration, r ...*running) {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	var done chan error
+	if len(r) > 0 {
+		done = r[0].done
+	}
 	for {
 		c.mu.Lock()
 		got, ch := len(c.events), c.cond
@@ -97,6 +102,9 @@ func (c *collector) waitFor(t testing.TB, n int, timeout time.Duration) {
 		}
 		select {
 		case <-ch:
+		case err := <-done:
+			done <- err
+			t.Fatalf("Run ended with %v after %d events, want %d", err, got, n)
 		case <-deadline.C:
 			t.Fatalf("got %d events after %v, want %d", got, timeout, n)
 		}

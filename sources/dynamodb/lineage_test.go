@@ -159,7 +159,7 @@ func TestLineage(t *testing.T) {
 	})
 	s, reg := newSource(t, Config{StreamARN: f.arn}, nil, f.client(), store)
 	r := start(t, s, col.emit)
-	col.waitFor(t, len(want), 20*time.Second)
+	col.waitFor(t, len(want), 20*time.Second, r)
 	waitUntil(t, 5*time.Second, "checkpoints of open shards", func() bool {
 		c, err := store.Load(context.Background(), shardKey(f.arn, "shardId-D"))
 		return err == nil && c.Position != ""
@@ -236,7 +236,7 @@ func TestSplitWhileReading(t *testing.T) {
 			// the children quickly.
 			s, _ := newSource(t, Config{StreamARN: f.arn, DiscoverInterval: time.Hour}, nil, f.client(), store)
 			r := start(t, s, col.emit)
-			col.waitFor(t, len(want), 10*time.Second)
+			col.waitFor(t, len(want), 10*time.Second, r)
 
 			// The split: last records of the parent, then two children
 			// taking items 0-1 and 2-3.
@@ -253,7 +253,7 @@ func TestSplitWhileReading(t *testing.T) {
 				}
 			}
 			f.close("shardId-P")
-			col.waitFor(t, len(want), 10*time.Second)
+			col.waitFor(t, len(want), 10*time.Second, r)
 			if err := r.stop(t); err != nil {
 				t.Fatal(err)
 			}
@@ -294,7 +294,7 @@ func TestParentTrimmedUnread(t *testing.T) {
 					t.Errorf("%d events emitted from the child of a trimmed parent under fail", col.len())
 				}
 			} else {
-				col.waitFor(t, 1, 10*time.Second)
+				col.waitFor(t, 1, 10*time.Second, r)
 				if err := r.stop(t); err != nil {
 					t.Fatal(err)
 				}

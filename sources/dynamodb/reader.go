@@ -56,32 +56,36 @@ func (r *reader) run(ctx context.Context) error {
 			return err
 		})
 		if err != nil {
+			var next string
+			var nerr error
 			switch classify(ctx, err) {
 			case classCancelled:
 				return ctx.Err()
 			case classRetry:
 				s.health.set("GetRecords retrying: "+errorCode(err), nil)
-				if err := r.bo.wait(ctx); err != nil {
-					return err
+				if werr := r.bo.wait(ctx); werr != nil {
+					return werr
 				}
+				continue // the same iterator stays valid
 			case classExpired:
 				// Iterators live 15 minutes; a long wait for the sink
 				// outlives one. Continue after the last record read.
 				s.log.Debug("shard iterator expired; getting a new one", "shard", sh.id)
-				iter, err = r.open(ctx, true)
+				next, nerr = r.open(ctx, true)
 			case classTrimmed:
-				if err := s.trimmed(ctx, sh, r.lastPadded, "GetRecords: "+err.Error()); err != nil {
-					return err
+				if terr := s.trimmed(ctx, sh, r.lastPadded, "GetRecords: "+err.Error()); terr != nil {
+					return terr
 				}
-				iter, err = r.iterator(ctx, types.ShardIteratorTypeTrimHorizon, "")
+				next, nerr = r.iterator(ctx, types.ShardIteratorTypeTrimHorizon, "")
 			case classNotFound:
 				return r.gone(ctx, err)
 			default:
 				return fmt.Errorf("dynamodb source: reading shard %s: %w", sh.id, err)
 			}
-			if err != nil {
-				return err
+			if nerr != nil {
+				return nerr
 			}
+			iter = next
 			continue
 		}
 		r.bo.reset()

@@ -68,16 +68,16 @@ func classify(ctx context.Context, err error) errClass {
 
 // errorCode is a low-cardinality label for a failed call.
 func errorCode(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout"
+	}
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode() != "" {
 		return apiErr.ErrorCode()
 	}
 	var respErr *smithyhttp.ResponseError
-	if errors.As(err, &respErr) {
+	if errors.As(err, &respErr) && respErr.HTTPStatusCode() != 0 {
 		return "http_" + strconv.Itoa(respErr.HTTPStatusCode())
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return "timeout"
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) {
