@@ -403,3 +403,8 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 	}
 	return sum
 }
+
+func client(t *testing.T, url string) *kinesis.Client {
+	t.Helper()
+	return kinesis.NewFromConfig(awsConfigFor(url))
+}
