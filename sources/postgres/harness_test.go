@@ -2,9 +2,11 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -153,6 +155,10 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func startSource(t *testing.T, cfg Config, store checkpoint.Store, emit cdc.Emit) *running {
 	t.Helper()
+	if cfg.Slot == "" {
+		// Slots are cluster-wide; each test's database gets its own.
+		cfg.Slot = slotFor(cfg.URL)
+	}
 	if cfg.StatusInterval == 0 {
 		cfg.StatusInterval = 200 * time.Millisecond
 	}
@@ -189,7 +195,23 @@ func (r *running) stop(t *testing.T) error {
 // streaming waits until the source streams (its positions exist).
 func (r *running) streaming(t *testing.T) {
 	t.Helper()
-	waitFor(t, 60*time.Second, "source streaming", func() bool { return r.src.pos.Load() != nil })
+	waitFor(t, 60*time.Second, "source streaming", func() bool {
+		select {
+		case err := <-r.done:
+			t.Fatalf("Run returned before streaming: %v", err)
+		default:
+		}
+		return r.src.pos.Load() != nil
+	})
+}
+
+// slotFor names a test's slot after its database.
+func slotFor(url string) string {
+	u := url[strings.LastIndex(url, "/")+1:]
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		u = u[:i]
+	}
+	return u
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -204,3 +226,19 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 }
 
 var errStopped = errors.New("stopped")
+
+func mustUnmarshal(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+}
+
+func mustLSN(t *testing.T, s string) uint64 {
+	t.Helper()
+	lsn, err := parseLSN(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
 	"github.com/jackc/pgx/v5"
@@ -27,6 +28,9 @@ func newDB(t *testing.T) (*testenv.Postgres, string) {
 	if err := pg.CreateDatabase(context.Background(), name); err != nil {
 		t.Fatal(err)
 	}
+	// Slots are cluster-wide and hold WAL: drop the test's once its
+	// sources have stopped (this cleanup runs after theirs).
+	t.Cleanup(func() { dropSlots(t, pg.URL("postgres"), name) })
 	return pg, pg.URL(name)
 }
 
@@ -58,4 +62,23 @@ func mustExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
+}
+
+func dropSlots(t *testing.T, url, db string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Logf("dropping slots of %s: %v", db, err)
+		return
+	}
+	defer conn.Close(ctx)
+	for ctx.Err() == nil {
+		_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, db)
+		if err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // a walsender still exiting
+	}
+	t.Logf("dropping slots of %s: %v", db, err)
 }

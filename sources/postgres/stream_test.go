@@ -79,7 +79,7 @@ func TestStreamOps(t *testing.T) {
 		if want := cdc.ChangeID(lsn, e.Info.Ordinal); e.ID != want {
 			t.Errorf("event %d id %s, want %s", i, e.ID, want)
 		}
-		if !strings.HasPrefix(e.Source, "/cdcbridge/postgres/") || !strings.HasSuffix(e.Source, "/cdcbridge") {
+		if !strings.HasPrefix(e.Source, "/cdcbridge/postgres/") || !strings.HasSuffix(e.Source, "/"+slotFor(url)) {
 			t.Errorf("source %q", e.Source)
 		}
 		if e.Time.IsZero() || e.Info.TxID == 0 {
@@ -103,7 +103,7 @@ func TestStreamOps(t *testing.T) {
 	lastEnd, _ := parseLSN(got[len(got)-1].Info.TxEndLSN)
 	waitFor(t, 10*time.Second, "slot confirmed past the last transaction", func() bool {
 		var confirmed string
-		if err := conn.QueryRow(context.Background(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'cdcbridge'").Scan(&confirmed); err != nil {
+		if err := conn.QueryRow(context.Background(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slotFor(url)).Scan(&confirmed); err != nil {
 			t.Fatal(err)
 		}
 		c, _ := parseLSN(confirmed)
@@ -118,7 +118,7 @@ func TestStreamOps(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, _ := parseLSN(st.ConfirmedLSN)
-	if c < lastEnd || cp.Position != hex16(c) || !st.SnapshotComplete || st.Slot != "cdcbridge" || st.SystemID == "" {
+	if c < lastEnd || cp.Position != hex16(c) || !st.SnapshotComplete || st.Slot != slotFor(url) || st.SystemID == "" {
 		t.Errorf("stored state %+v position %s; want confirmed >= %s", st, cp.Position, cdc.FormatLSN(lastEnd))
 	}
 }
