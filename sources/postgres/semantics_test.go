@@ -113,9 +113,9 @@ func TestTruncateAndMessages(t *testing.T) {
 	ev := sk.snapshot()
 	type row struct {
 		Op, Subject, PK, Content string
-		Transactional, Last  bool
-		Ordinal              uint32
-		NonTxID              bool
+		Transactional, Last      bool
+		Ordinal                  uint32
+		NonTxID                  bool
 	}
 	var got []row
 	for _, e := range ev {
