@@ -2,12 +2,108 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cdcbridge/cdcbridge/checkpoint"
+	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
+	filestore "github.com/cdcbridge/cdcbridge/checkpoint/file"
+	kinesissink "github.com/cdcbridge/cdcbridge/sink/kinesis"
+	ddbsource "github.com/cdcbridge/cdcbridge/sources/dynamodb"
+	pgsource "github.com/cdcbridge/cdcbridge/sources/postgres"
 )
 
+// build wires the configured source, checkpoint store and sink.
 func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog.Logger, h *health) (*pipeline, error) {
-	return nil, errors.New("wiring pending")
+	awsCfg, err := loadAWSConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := &pipeline{}
+	fail := func(err error) (*pipeline, error) {
+		for i := len(p.closers) - 1; i >= 0; i-- {
+			_ = p.closers[i]()
+		}
+		return nil, err
+	}
+
+	var store checkpoint.Store
+	switch cfg.CheckpointScheme {
+	case "file":
+		s, err := filestore.Open(cfg.CheckpointTarget)
+		if err != nil {
+			return fail(fmt.Errorf("opening checkpoint store (CDCBRIDGE_CHECKPOINT_STORE): %w", err))
+		}
+		store = s
+	case "dynamodb":
+		s, err := ddbstore.Open(ctx, dynamodb.NewFromConfig(awsCfg), cfg.CheckpointTarget)
+		if err != nil {
+			return fail(fmt.Errorf("opening checkpoint store (CDCBRIDGE_CHECKPOINT_STORE): %w", err))
+		}
+		store = s
+	}
+	p.closers = append(p.closers, store.Close)
+
+	sinkCfg := kinesissink.Config{
+		Stream:            cfg.KinesisStream,
+		Linger:            cfg.KinesisLinger,
+		MaxInFlight:       cfg.KinesisMaxInFlight,
+		Aggregate:         cfg.KinesisAggregate,
+		ConnectTimeout:    cfg.KinesisConnectTimeout,
+		RequestTimeout:    cfg.KinesisRequestTimeout,
+		Ordering:          kinesissink.Ordering(cfg.Ordering),
+		Oversize:          cfg.Oversize,
+		DLQDir:            cfg.DLQDir,
+		MaxInFlightBytes:  cfg.MaxInFlightBytes,
+		MaxInFlightEvents: cfg.MaxInFlightEvents,
+		MaxRequestBytes:   int(cfg.KinesisMaxRequestBytes),
+		Heartbeat:         h.heartbeat("kinesis sink"),
+	}
+	producer, err := kinesissink.New(sinkCfg, kinesissink.NewClient(awsCfg, sinkCfg), reg, log.With("component", "sink"))
+	if err != nil {
+		return fail(fmt.Errorf("kinesis sink: %w", err))
+	}
+	p.sink = producer
+	h.add("sink", producer)
+
+	switch cfg.Source {
+	case "postgres":
+		pc := postgresConfig(cfg)
+		pc.Heartbeat = h.heartbeat("postgres source")
+		src, err := pgsource.New(pc, store, reg, log.With("component", "postgres"))
+		if err != nil {
+			return fail(fmt.Errorf("postgres source: %w", err))
+		}
+		p.source = src
+	case "dynamodb":
+		src, err := ddbsource.New(ddbsource.Config{
+			Table:        cfg.DynamoDBTable,
+			StreamARN:    cfg.DynamoDBStreamARN,
+			Start:        cfg.DynamoDBStart,
+			OnTrimmed:    cfg.DynamoDBOnTrimmed,
+			IdleInterval: cfg.DynamoDBIdlePoll,
+			Heartbeat:    h.heartbeat("dynamodb source"),
+		}, dynamodb.NewFromConfig(awsCfg), dynamodbstreams.NewFromConfig(awsCfg), store, reg, log.With("component", "dynamodb"))
+		if err != nil {
+			return fail(fmt.Errorf("dynamodb source: %w", err))
+		}
+		p.source = src
+	}
+	h.add("source", p.source)
+	return p, nil
+}
+
+func postgresConfig(cfg *Config) pgsource.Config {
+	return pgsource.Config{
+		URL:         cfg.PostgresURL,
+		Slot:        cfg.PostgresSlot,
+		Publication: cfg.PostgresPublication,
+		Tables:      cfg.PostgresTables,
+		Snapshot:    cfg.PostgresSnapshot,
+		OnSlotLost:  cfg.PostgresOnSlotLost,
+	}
 }

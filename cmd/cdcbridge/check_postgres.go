@@ -1,0 +1,15 @@
+package main
+
+import (
+	"context"
+
+	pgsource "github.com/cdcbridge/cdcbridge/sources/postgres"
+)
+
+func checkPostgres(ctx context.Context, cfg *Config) []checkResult {
+	var out []checkResult
+	for _, r := range pgsource.Check(ctx, postgresConfig(cfg)) {
+		out = append(out, checkResult{Name: "postgres " + r.Name, Status: r.Status, Detail: redactError(r.Detail, cfg.PostgresURL), Fix: r.Fix})
+	}
+	return out
+}
