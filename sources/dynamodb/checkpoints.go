@@ -142,11 +142,17 @@ func (s *Source) loadKey(ctx context.Context, key string) (loaded, error) {
 	return loaded{found: true, position: c.Position, data: d}, nil
 }
 
-// rawSequence strips the padding of a checkpoint position.
+// minSequenceDigits is the shortest sequence number DynamoDB Streams
+// writes: AWS's have 21 to 40 digits, DynamoDB Local's are zero-padded
+// to 21.
+const minSequenceDigits = 21
+
+// rawSequence turns a checkpoint position (padded to 40 digits) back into
+// the sequence number the API knows: the padding removed down to 21 digits.
 func rawSequence(padded string) string {
 	s := strings.TrimLeft(padded, "0")
-	if s == "" {
-		return "0"
+	if len(s) < minSequenceDigits {
+		s = strings.Repeat("0", minSequenceDigits-len(s)) + s
 	}
 	return s
 }

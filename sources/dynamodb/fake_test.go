@@ -58,6 +58,8 @@ type fakeStreams struct {
 	// server that stops answering).
 	stalls   map[string]int
 	stallFor time.Duration
+	// proxyLimit lowers the Limit of proxied GetRecords calls (more pages).
+	proxyLimit int
 	// emptyEvery answers every Nth GetRecords with an empty page that
 	// returns the same position (proxy mode).
 	emptyEvery int
@@ -295,6 +297,11 @@ func (f *fakeStreams) serve(w http.ResponseWriter, r *http.Request) {
 			// The same iterator again: an empty page that moves nothing.
 			writeJSON(w, map[string]any{"Records": []any{}, "NextShardIterator": in["ShardIterator"]})
 			return
+		}
+		if op == "GetRecords" && f.proxyLimit > 0 {
+			in["Limit"] = f.proxyLimit
+			body, _ = json.Marshal(in)
+			r.ContentLength = int64(len(body))
 		}
 		f.mu.Unlock()
 		r.Body = io.NopCloser(bytes.NewReader(body))
