@@ -77,7 +77,8 @@ type goFile struct {
 }
 
 // goSources parses the non-test .go files under the given directories of
-// the repository (all of it when none is given). Generated and vendored
+// the repository (all of it when none is given; an absolute directory is
+// taken as it is). Generated and vendored
 // trees do not exist here; hidden directories and testdata are skipped.
 func goSources(t *testing.T, dirs ...string) []goFile {
 	t.Helper()
@@ -86,16 +87,20 @@ func goSources(t *testing.T, dirs ...string) []goFile {
 	}
 	var out []goFile
 	for _, d := range dirs {
-		err := filepath.WalkDir(filepath.Join(root, d), func(path string, e fs.DirEntry, err error) error {
+		top := filepath.Join(root, d)
+		if filepath.IsAbs(d) {
+			top = d
+		}
+		err := filepath.WalkDir(top, func(path string, e fs.DirEntry, err error) error {
 			if err != nil {
-				if os.IsNotExist(err) && path == filepath.Join(root, d) {
+				if os.IsNotExist(err) && path == top {
 					return fs.SkipDir
 				}
 				return err
 			}
 			name := e.Name()
 			if e.IsDir() {
-				if path != filepath.Join(root, d) && (strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules") {
+				if path != top && (strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules") {
 					return fs.SkipDir
 				}
 				return nil
@@ -108,7 +113,10 @@ func goSources(t *testing.T, dirs ...string) []goFile {
 			if err != nil {
 				return err
 			}
-			rel, _ := filepath.Rel(root, path)
+			rel := path
+			if !filepath.IsAbs(d) {
+				rel, _ = filepath.Rel(root, path)
+			}
 			out = append(out, goFile{path: filepath.ToSlash(rel), file: f, fset: fset})
 			return nil
 		})
