@@ -2,12 +2,10 @@ package kinesis
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 )
 
@@ -97,25 +95,4 @@ func (b *batch) sub(from, to int) *batch {
 // putter sends one batch and fills b.res on success.
 type putter interface {
 	put(ctx context.Context, b *batch) error
-}
-
-// sdkPutter sends through the AWS SDK client.
-type sdkPutter struct {
-	client    *kinesis.Client
-	name, arn *string
-}
-
-func (p *sdkPutter) put(ctx context.Context, b *batch) error {
-	out, err := p.client.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: p.name, StreamARN: p.arn, Records: b.entries})
-	if err != nil {
-		return err
-	}
-	if len(out.Records) != len(b.entries) {
-		// Not matchable by position: treat as an ambiguous failure.
-		return fmt.Errorf("PutRecords answered %d entries for %d records", len(out.Records), len(b.entries))
-	}
-	for _, r := range out.Records {
-		b.res = append(b.res, entryResult{shardID: aws.ToString(r.ShardId), code: aws.ToString(r.ErrorCode), msg: aws.ToString(r.ErrorMessage)})
-	}
-	return nil
 }

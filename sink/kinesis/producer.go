@@ -73,7 +73,7 @@ func New(cfg Config, client *kinesis.Client, reg prometheus.Registerer, log *slo
 	p := &Producer{
 		cfg:       cfg,
 		client:    client,
-		putter:    &sdkPutter{client: client, name: name, arn: arn},
+		putter:    newWirePutter(client, name, arn),
 		log:       log.With("stream", cfg.streamLabel()),
 		m:         newMetrics(reg),
 		label:     cfg.streamLabel(),
@@ -112,9 +112,8 @@ func (p *Producer) Put(ctx context.Context, e *cdc.Event) error {
 	if pk != e.PartitionKey {
 		e.PartitionKey = pk
 	}
-	buf, err := cdc.AppendEncode(getBuf(estimateSize(e)), e)
+	buf, err := encode(e)
 	if err != nil {
-		putBuf(buf)
 		return fmt.Errorf("kinesis producer: %w", err)
 	}
 	r := newRecord()

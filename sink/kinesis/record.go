@@ -48,54 +48,66 @@ func freeRecord(r *record) {
 	recordPool.Put(r)
 }
 
-// Envelope buffers come in power-of-two classes from 512 bytes to 64 KiB,
-// so that a record's budget charge (its buffer's capacity) stays close to
-// its size; larger envelopes get exact buffers that are not pooled.
-const (
-	minBufClass = 9  // 512 B
-	maxBufClass = 16 // 64 KiB
-)
+// Envelope buffers come in size classes 1.5 times apart, from 256 bytes
+// to 96 KiB, so that a record's budget charge (its buffer's capacity) is
+// within 50% of its size; larger envelopes get exact buffers that are not
+// pooled. Put encodes into a pooled scratch buffer and copies the result
+// into its class, so the charge never depends on a size guess.
+var bufClasses = func() []int {
+	var c []int
+	for n := 256; n <= 64<<10; n *= 2 {
+		c = append(c, n, n*3/2)
+	}
+	return c
+}()
 
-var bufPools [maxBufClass + 1]sync.Pool
+var bufPools = make([]sync.Pool, len(bufClasses))
+
+func classOf(size int) int {
+	for i, c := range bufClasses {
+		if size <= c {
+			return i
+		}
+	}
+	return -1
+}
 
 func getBuf(size int) []byte {
-	c := minBufClass
-	for c <= maxBufClass && 1<<c < size {
-		c++
-	}
-	if c > maxBufClass {
+	i := classOf(size)
+	if i < 0 {
 		return make([]byte, 0, size)
 	}
-	if b, ok := bufPools[c].Get().(*[]byte); ok {
+	if b, ok := bufPools[i].Get().(*[]byte); ok {
 		return (*b)[:0]
 	}
-	return make([]byte, 0, 1<<c)
+	return make([]byte, 0, bufClasses[i])
 }
 
 func putBuf(b []byte) {
-	n := cap(b)
-	if n < 1<<minBufClass || n > 1<<maxBufClass || n&(n-1) != 0 {
+	i := classOf(cap(b))
+	if i < 0 || bufClasses[i] != cap(b) {
 		return
 	}
-	c := 0
-	for 1<<c < n {
-		c++
-	}
 	b = b[:0]
-	bufPools[c].Put(&b)
+	bufPools[i].Put(&b)
 }
 
-// estimateSize guesses an event's envelope size so the first buffer fits.
-func estimateSize(e *cdc.Event) int {
-	n := 400 + len(e.ID) + len(e.Source) + len(e.Subject) + 2*len(e.PartitionKey) + len(e.Sequence) +
-		len(e.Key) + len(e.Before) + len(e.After)
-	for _, c := range e.UnchangedToast {
-		n += len(c) + 3
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// encode returns e's envelope in a buffer of its size class.
+func encode(e *cdc.Event) ([]byte, error) {
+	sp := scratchPool.Get().(*[]byte)
+	enc, err := cdc.AppendEncode((*sp)[:0], e)
+	if err != nil {
+		scratchPool.Put(sp)
+		return nil, err
 	}
-	if e.Message != nil {
-		n += len(e.Message.Prefix) + len(e.Message.Content)*4/3 + 64
+	buf := append(getBuf(len(enc)), enc...)
+	if cap(enc) <= 1<<20 {
+		*sp = enc[:0]
+		scratchPool.Put(sp)
 	}
-	return n
+	return buf, nil
 }
 
 // partitionKey returns the Kinesis partition key for e: its own when

@@ -1,0 +1,251 @@
+package kinesis
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// parsePutRecordsOutput fills b.res from a PutRecords answer, matching
+// entries to the request by position. Shard ids equal to the predicted
+// shard's reuse its string, so a normal answer allocates nothing per entry.
+func parsePutRecordsOutput(data []byte, b *batch) error {
+	s := scanner{b: data}
+	if err := s.expect('{'); err != nil {
+		return err
+	}
+	b.res = b.res[:0]
+	sawRecords := false
+	for first := true; ; first = false {
+		s.ws()
+		if s.peek() == '}' {
+			s.i++
+			break
+		}
+		if !first {
+			if err := s.expect(','); err != nil {
+				return err
+			}
+		}
+		key, _, err := s.str()
+		if err != nil {
+			return err
+		}
+		if err := s.expect(':'); err != nil {
+			return err
+		}
+		if string(key) != "Records" {
+			if err := s.skip(); err != nil {
+				return err
+			}
+			continue
+		}
+		sawRecords = true
+		if err := s.records(b); err != nil {
+			return err
+		}
+	}
+	if !sawRecords {
+		return errors.New("answer has no Records")
+	}
+	if len(b.res) != len(b.entries) {
+		return fmt.Errorf("answer has %d entries for %d records", len(b.res), len(b.entries))
+	}
+	return nil
+}
+
+func (s *scanner) records(b *batch) error {
+	if err := s.expect('['); err != nil {
+		return err
+	}
+	s.ws()
+	if s.peek() == ']' {
+		s.i++
+		return nil
+	}
+	for {
+		if err := s.expect('{'); err != nil {
+			return err
+		}
+		var res entryResult
+		var want string
+		if n := len(b.res); n < len(b.info) {
+			want = b.info[n].shard.id
+		}
+		for first := true; ; first = false {
+			s.ws()
+			if s.peek() == '}' {
+				s.i++
+				break
+			}
+			if !first {
+				if err := s.expect(','); err != nil {
+					return err
+				}
+			}
+			key, _, err := s.str()
+			if err != nil {
+				return err
+			}
+			if err := s.expect(':'); err != nil {
+				return err
+			}
+			s.ws()
+			if s.peek() == 'n' { // null
+				if err := s.skip(); err != nil {
+					return err
+				}
+				continue
+			}
+			switch string(key) {
+			case "ShardId", "ErrorCode", "ErrorMessage":
+				v, esc, err := s.str()
+				if err != nil {
+					return err
+				}
+				val := ""
+				switch {
+				case esc:
+					var u string
+					if err := json.Unmarshal(s.b[s.last:s.i], &u); err != nil {
+						return err
+					}
+					val = u
+				case string(key) == "ShardId" && string(v) == want:
+					val = want
+				default:
+					val = string(v)
+				}
+				switch string(key) {
+				case "ShardId":
+					res.shardID = val
+				case "ErrorCode":
+					res.code = val
+				default:
+					res.msg = val
+				}
+			default:
+				if err := s.skip(); err != nil {
+					return err
+				}
+			}
+		}
+		b.res = append(b.res, res)
+		s.ws()
+		switch s.peek() {
+		case ',':
+			s.i++
+			s.ws()
+		case ']':
+			s.i++
+			return nil
+		default:
+			return s.errorf("expected , or ] in Records")
+		}
+	}
+}
+
+// scanner reads just enough JSON for the PutRecords answer.
+type scanner struct {
+	b    []byte
+	i    int
+	last int // start of the last string read, quote included
+}
+
+func (s *scanner) errorf(format string, args ...any) error {
+	return fmt.Errorf("PutRecords answer at byte %d: %s", s.i, fmt.Sprintf(format, args...))
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) peek() byte {
+	if s.i < len(s.b) {
+		return s.b[s.i]
+	}
+	return 0
+}
+
+func (s *scanner) expect(c byte) error {
+	s.ws()
+	if s.peek() != c {
+		return s.errorf("expected %q", c)
+	}
+	s.i++
+	return nil
+}
+
+// str reads a string and returns its raw content and whether it holds escapes.
+func (s *scanner) str() ([]byte, bool, error) {
+	s.ws()
+	if s.peek() != '"' {
+		return nil, false, s.errorf("expected a string")
+	}
+	s.last = s.i
+	s.i++
+	start, esc := s.i, false
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case '\\':
+			esc = true
+			s.i += 2
+			continue
+		case '"':
+			v := s.b[start:s.i]
+			s.i++
+			return v, esc, nil
+		}
+		s.i++
+	}
+	return nil, false, s.errorf("unterminated string")
+}
+
+// skip passes over one value of any kind.
+func (s *scanner) skip() error {
+	s.ws()
+	switch c := s.peek(); c {
+	case '"':
+		_, _, err := s.str()
+		return err
+	case '{', '[':
+		depth := 0
+		for s.i < len(s.b) {
+			switch s.b[s.i] {
+			case '"':
+				if _, _, err := s.str(); err != nil {
+					return err
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					s.i++
+					return nil
+				}
+			}
+			s.i++
+		}
+		return s.errorf("unterminated value")
+	case 0:
+		return s.errorf("unexpected end")
+	default: // number, true, false, null
+		for s.i < len(s.b) {
+			switch s.b[s.i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return nil
+			}
+			s.i++
+		}
+		return nil
+	}
+}
