@@ -289,12 +289,14 @@ func TestCrashMidStream(t *testing.T) {
 	}
 }
 
-// readRows fakes read events for the rows 1..n as first inserted (v=0).
-func readRows(t *testing.T, conn *pgx.Conn, n int) []*cdc.Event {
+// readRows fakes read events for the rows 1..n of k as first inserted (v=0).
+func readRows(t *testing.T, conn *pgx.Conn, n int) []*cdc.Event { return readRowsOf(t, conn, "k", n) }
+
+func readRowsOf(t *testing.T, conn *pgx.Conn, table string, n int) []*cdc.Event {
 	var out []*cdc.Event
 	for i := 1; i <= n; i++ {
-		out = append(out, &cdc.Event{ID: fmt.Sprintf("seed:%d", i), Subject: "public.k", Op: cdc.OpRead,
-			Key: []byte(fmt.Sprintf(`{"id":%d}`, i)), PartitionKey: fmt.Sprintf("public.k:[%d]", i), Sequence: "0",
+		out = append(out, &cdc.Event{ID: fmt.Sprintf("seed:%d", i), Subject: "public." + table, Op: cdc.OpRead,
+			Key: []byte(fmt.Sprintf(`{"id":%d}`, i)), PartitionKey: fmt.Sprintf("public.%s:[%d]", table, i), Sequence: "0",
 			After: []byte(fmt.Sprintf(`{"id":%d,"v":0,"pad":"%s"}`, i, md5hex(t, conn, i)))})
 	}
 	return out

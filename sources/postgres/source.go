@@ -116,6 +116,7 @@ func (s *Source) Run(ctx context.Context, emit cdc.Emit) error {
 			return nil
 		case errors.Is(cause, errLeadershipLost):
 			s.degrade("lost the slot's lock connection")
+			s.m.reconnects.Inc()
 			continue
 		case err != nil:
 			return err

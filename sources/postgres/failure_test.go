@@ -1,0 +1,184 @@
+package postgres
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cdcbridge/cdcbridge/cdc"
+	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// privatePG starts a cluster of the test's own, for tests that restart or
+// reconfigure it.
+func privatePG(t *testing.T, settings map[string]string) (*testenv.Postgres, string) {
+	t.Helper()
+	pg, err := testenv.StartPostgres(testenv.PostgresOptions{Settings: settings})
+	if err != nil {
+		if testing.Short() {
+			t.Skipf("postgres unavailable: %v", err)
+		}
+		t.Fatalf("postgres unavailable: %v", err)
+	}
+	t.Cleanup(func() { _ = pg.Stop() })
+	if err := pg.CreateDatabase(context.Background(), "app"); err != nil {
+		t.Fatal(err)
+	}
+	return pg, pg.URL("app")
+}
+
+// Server restarts, fast and immediate (crash recovery), while the table is
+// written: the source reconnects and resumes from the slot, nothing lost.
+func TestServerRestart(t *testing.T) {
+	pg, url := privatePG(t, nil)
+	conn := mustConn(t, url)
+	counterTable(t, conn, "r", 500)
+	conn.Close(context.Background())
+	sk := newSink(t)
+	r := startSource(t, Config{URL: url, Slot: "restart"}, newMemStore(), sk.emit)
+	r.streaming(t)
+	w := startWriter(t, url, "r", 501)
+	for _, mode := range []string{"fast", "immediate"} {
+		time.Sleep(300 * time.Millisecond)
+		before := sk.len()
+		if err := pg.Restart(mode); err != nil {
+			t.Fatalf("restart %s: %v", mode, err)
+		}
+		waitFor(t, 60*time.Second, "events after the "+mode+" restart", func() bool { return sk.len() > before+50 })
+	}
+	w.halt()
+	conn = mustConn(t, url)
+	converge(t, conn, "r", sk.snapshot)
+	if got := testutil.ToFloat64(r.src.m.reconnects); got < 2 {
+		t.Errorf("reconnects counted: %v, want at least 2", got)
+	}
+}
+
+// terminateAndDropSlot drops the slot behind the bridge's back: its
+// walsender is terminated and the slot dropped before it reconnects.
+func terminateAndDropSlot(t *testing.T, conn *pgx.Conn, slot string) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		_, _ = conn.Exec(ctx, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL", slot)
+		if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err == nil {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("could not drop the slot")
+}
+
+func TestSlotDroppedFail(t *testing.T) {
+	_, url := newDB(t)
+	conn := mustConn(t, url)
+	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	sk := newSink(t)
+	r := startSource(t, Config{URL: url}, newMemStore(), sk.emit)
+	r.streaming(t)
+	mustExec(t, conn, `INSERT INTO t VALUES (1)`)
+	waitFor(t, 10*time.Second, "an event", func() bool { return sk.len() == 1 })
+	terminateAndDropSlot(t, conn, slotFor(url))
+	mustExec(t, conn, `INSERT INTO t VALUES (2)`) // lost with the slot
+	select {
+	case err := <-r.done:
+		close(r.done)
+		if err == nil || !strings.Contains(err.Error(), "CDCBRIDGE_POSTGRES_ON_SLOT_LOST") {
+			t.Fatalf("Run returned %v, want an error explaining CDCBRIDGE_POSTGRES_ON_SLOT_LOST", err)
+		}
+		t.Logf("error: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not fail after the slot was dropped")
+	}
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", slotFor(url)).Scan(&n); err != nil || n != 0 {
+		t.Errorf("a new slot was created silently (%d, %v)", n, err)
+	}
+	if got := testutil.ToFloat64(r.src.m.slotLost.WithLabelValues("fail")); got != 1 {
+		t.Errorf("slot lost metric %v, want 1", got)
+	}
+}
+
+func TestSlotDroppedResnapshot(t *testing.T) {
+	_, url := newDB(t)
+	conn := mustConn(t, url)
+	counterTable(t, conn, "d", 300)
+	sk := newSink(t)
+	store := newMemStore()
+	r := startSource(t, Config{URL: url, OnSlotLost: OnSlotLostResnapshot}, store, sk.emit)
+	r.streaming(t)
+	w := startWriter(t, url, "d", 301)
+	time.Sleep(200 * time.Millisecond)
+	var st1 slotState
+	mustUnmarshal(t, store.only(t).Data, &st1)
+	terminateAndDropSlot(t, conn, slotFor(url))
+	waitFor(t, 30*time.Second, "a second snapshot", func() bool {
+		for _, e := range sk.snapshot() {
+			if e.Op == cdc.OpRead && e.Info.ConsistentPoint != st1.ConsistentPoint {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(300 * time.Millisecond)
+	w.halt()
+	// Changes made while the slot was gone are lost from the stream; the
+	// new snapshot brings the rows back, and everything after it streams.
+	// The consumer model follows sequence order: the new snapshot's rows
+	// replace what the gap left stale.
+	var st2 slotState
+	waitFor(t, 10*time.Second, "new state saved", func() bool {
+		mustUnmarshal(t, store.only(t).Data, &st2)
+		return st2.SnapshotComplete && st2.ConsistentPoint != st1.ConsistentPoint
+	})
+	var after []*cdc.Event
+	for _, e := range sk.snapshot() {
+		if e.Info.ConsistentPoint == st2.ConsistentPoint || (e.Op != cdc.OpRead && mustLSN(t, e.Info.CommitLSN) >= mustLSN(t, st2.ConsistentPoint)) {
+			after = append(after, e)
+		}
+	}
+	converge(t, conn, "d", func() []*cdc.Event { return after })
+	if got := testutil.ToFloat64(r.src.m.slotLost.WithLabelValues("resnapshot")); got != 1 {
+		t.Errorf("slot lost metric %v, want 1", got)
+	}
+}
+
+// A slot invalidated because the server removed the WAL it needed
+// (max_slot_wal_keep_size) counts as lost.
+func TestSlotInvalidated(t *testing.T) {
+	_, url := privatePG(t, map[string]string{"max_slot_wal_keep_size": "1MB", "max_wal_size": "32MB", "min_wal_size": "32MB"})
+	conn := mustConn(t, url)
+	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY, pad text)`)
+	store := newMemStore()
+	sk := newSink(t)
+	r := startSource(t, Config{URL: url, Slot: "inval"}, store, sk.emit)
+	r.streaming(t)
+	r.stop(t)
+	// Write WAL past the limit while nothing reads the slot.
+	for i := 0; i < 6; i++ {
+		mustExec(t, conn, `INSERT INTO t SELECT g, repeat(md5(g::text), 20) FROM generate_series($1::int * 20000, $1::int * 20000 + 19999) g`, i)
+		mustExec(t, conn, `SELECT pg_switch_wal()`)
+		mustExec(t, conn, `CHECKPOINT`)
+	}
+	var status string
+	if err := conn.QueryRow(context.Background(), "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'inval'").Scan(&status); err != nil {
+		t.Fatal(err)
+	}
+	if status != "lost" {
+		t.Fatalf("wal_status %q, want lost (the test could not invalidate the slot)", status)
+	}
+	r2 := startSource(t, Config{URL: url, Slot: "inval"}, store, newSink(t).emit)
+	select {
+	case err := <-r2.done:
+		close(r2.done)
+		if err == nil || !strings.Contains(err.Error(), "wal_status = lost") {
+			t.Fatalf("Run returned %v, want the slot reported lost", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not fail on the invalidated slot")
+	}
+}
