@@ -31,7 +31,9 @@ func newBudgetSink(budget int, check func(*cdc.Event)) *budgetSink {
 	return s
 }
 
-func eventSize(e *cdc.Event) int { return 200 + len(e.Key) + len(e.After) + len(e.Before) + len(e.ID) + len(e.PartitionKey) }
+func eventSize(e *cdc.Event) int {
+	return 200 + len(e.Key) + len(e.After) + len(e.Before) + len(e.ID) + len(e.PartitionKey)
+}
 
 func (s *budgetSink) emit(ctx context.Context, e *cdc.Event) error {
 	n := eventSize(e)
