@@ -3,6 +3,8 @@ package kinesis
 import (
 	"context"
 	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 )
 
 // handleResult applies a finished request: accepted entries are acked at
@@ -34,7 +36,7 @@ func (p *Producer) handleResult(ctx context.Context, b *batch) {
 			p.entryFailed(b, e, res)
 			continue
 		}
-		if res.shardID != e.shard.id {
+		if res.shardID != e.shard.id && l.sum.distribution != types.RecordDistributionStrategyAuto {
 			p.mismatch(e, res.shardID)
 			if e.aggregated {
 				// KCL would drop the user records whose hash keys are
