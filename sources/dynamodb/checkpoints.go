@@ -107,6 +107,7 @@ func (s *Source) saveFinished(ctx context.Context, sh *shard, d ckptData) error 
 		s.m.commitFailures.Inc()
 		s.health.set("checkpoint saves failing", err)
 		s.log.Warn("saving a finished shard's checkpoint failed; retrying", "shard", sh.id, "err", err)
+		s.heartbeat()
 		if err := bo.wait(ctx); err != nil {
 			return err
 		}

@@ -82,15 +82,18 @@ func (c *coordinator) run(ctx context.Context) error {
 			sh.state = stateFinished
 			s.mu.Unlock()
 			c.updateGauges()
-			found, err := c.findChildren(ctx, sh)
-			if err != nil {
-				return err
+			found := c.knownChildren(sh.id)
+			if !found {
+				var err error
+				if found, err = c.findChildren(ctx, sh); err != nil {
+					return err
+				}
 			}
 			if err := c.schedule(ctx); err != nil {
 				return err
 			}
 			if !found {
-				discover.Reset(soonAfterFinish)
+				discover.Reset(min(soonAfterFinish, s.cfg.DiscoverInterval))
 			}
 		case <-discover.C:
 			l, err := s.describe(ctx, "")
@@ -273,6 +276,19 @@ func (c *coordinator) load(ctx context.Context, shards []*shard) error {
 		sh.startFrom(results[i])
 	}
 	return nil
+}
+
+// knownChildren reports whether a shard of the tree has parent as its
+// parent.
+func (c *coordinator) knownChildren(parent string) bool {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	for _, sh := range c.s.shards {
+		if sh.parent == parent {
+			return true
+		}
+	}
+	return false
 }
 
 // findChildren looks for the children of a shard that just finished with

@@ -476,3 +476,51 @@ func TestLocalBehindFaultyProxy(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalStartLatest: a first start at latest on DynamoDB Local, with
+// the DynamoDB checkpoint store: only later changes arrive, before and
+// after a restart.
+func TestLocalStartLatest(t *testing.T) {
+	t.Parallel()
+	d := testenv.DynamoDB(t)
+	db := d.Client()
+	ctx := context.Background()
+	table := createTable(t, db, "latest", ddbtypes.StreamViewTypeNewAndOldImages)
+	put := func(pk string) {
+		t.Helper()
+		if _, err := db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(table), Item: itemKey(pk, 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("before-1")
+	put("before-2")
+	store, err := ddbstore.Open(ctx, db, testenv.UniqueName("ckpt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := newCollector(ackNow)
+	s, _ := newSource(t, Config{Table: table, Start: StartLatest}, db, d.StreamsClient(), store)
+	r := start(t, s, col.emit)
+	waitUntil(t, 30*time.Second, "ready", s.Ready)
+	time.Sleep(200 * time.Millisecond)
+	put("after-1")
+	col.waitFor(t, 1, 30*time.Second, r)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	put("after-2")
+	s2, _ := newSource(t, Config{Table: table, Start: StartLatest}, db, d.StreamsClient(), store)
+	r = start(t, s2, col.emit)
+	col.waitFor(t, 2, 30*time.Second, r)
+	time.Sleep(200 * time.Millisecond)
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range col.snapshot() {
+		got = append(got, string(e.Key))
+	}
+	if diff := cmp.Diff([]string{`{"pk":"after-1","sk":1}`, `{"pk":"after-2","sk":1}`}, got); diff != "" {
+		t.Errorf("keys (-want +got):\n%s", diff)
+	}
+}

@@ -3,13 +3,17 @@ package dynamodb
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/checkpoint"
 )
 
@@ -180,4 +184,104 @@ func TestStaleCheckpointStops(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "another writer") {
 		t.Fatalf("Run: %v, want a stale checkpoint error", err)
 	}
+}
+
+// TestPruneOldShards: checkpoints of shards that left the stream and
+// finished more than a day ago are deleted; recent or unfinished ones and
+// the stream's marker stay.
+func TestPruneOldShards(t *testing.T) {
+	f := newFakeStreams(t)
+	f.addShard("shardId-1", "")
+	store := openFileStore(t, filepath.Join(t.TempDir(), "c.json"))
+	ctx := context.Background()
+	save := func(id, pos string, d ckptData) {
+		t.Helper()
+		if err := store.Save(ctx, shardKey(f.arn, id), checkpoint.Checkpoint{Position: pos, Data: d.encode()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	save("shardId-ancient", FinishedPosition, ckptData{FinishedAt: time.Now().Add(-48 * time.Hour)})
+	save("shardId-recent", FinishedPosition, ckptData{FinishedAt: time.Now().Add(-time.Hour)})
+	save("shardId-partial", pad("400000000000000000010"), ckptData{})
+	col := newCollector(ackNow)
+	s, _ := newSource(t, Config{StreamARN: f.arn}, nil, f.client(), store)
+	r := start(t, s, col.emit)
+	waitUntil(t, 5*time.Second, "ready", s.Ready)
+	waitUntil(t, 5*time.Second, "the old checkpoint deleted", func() bool {
+		_, err := store.Load(ctx, shardKey(f.arn, "shardId-ancient"))
+		return errors.Is(err, checkpoint.ErrNotFound)
+	})
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := store.Keys(ctx, streamScope(f.arn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{shardKey(f.arn, "shardId-partial"), shardKey(f.arn, "shardId-recent")}
+	if diff := cmp.Diff(want, keys); diff != "" {
+		t.Errorf("keys (-want +got):\n%s", diff)
+	}
+	if _, err := store.Load(ctx, streamScope(f.arn)); err != nil {
+		t.Errorf("stream marker: %v", err)
+	}
+}
+
+// TestIteratorAgeAndHeartbeat: the iterator age is how old the newest
+// record read is while the reader is behind, 0 once a read finds nothing
+// new; the heartbeat keeps beating while the source waits.
+func TestIteratorAgeAndHeartbeat(t *testing.T) {
+	f := newFakeStreams(t)
+	f.addShard("shardId-1", "")
+	for v := 1; v <= 3; v++ {
+		c := change(1, v)
+		c.created = time.Now().Add(-time.Hour)
+		f.put("shardId-1", c)
+	}
+	release := make(chan struct{})
+	col := newCollector(ackNow)
+	col.before = func(e *cdc.Event) error {
+		<-release // the sink is full
+		return nil
+	}
+	var beats atomic.Int64
+	s, reg := newSource(t, Config{StreamARN: f.arn, Heartbeat: func() { beats.Add(1) }}, nil, f.client(),
+		openFileStore(t, filepath.Join(t.TempDir(), "c.json")))
+	r := start(t, s, col.emit)
+	waitUntil(t, 5*time.Second, "ready", s.Ready)
+	waitUntil(t, 5*time.Second, "an hour of iterator age", func() bool {
+		return gaugeValue(t, reg, "cdcbridge_dynamodb_iterator_age_seconds") > 3500
+	})
+	if lag := s.lagSeconds(); lag < 3500 {
+		t.Errorf("lag %v s while an hour-old record waits, want about 3600", lag)
+	}
+	close(release)
+	col.waitFor(t, 3, 5*time.Second, r)
+	waitUntil(t, 5*time.Second, "iterator age back to 0", func() bool {
+		return gaugeValue(t, reg, "cdcbridge_dynamodb_iterator_age_seconds") == 0
+	})
+	b := beats.Load()
+	time.Sleep(1500 * time.Millisecond) // idle: nothing to read
+	if beats.Load() <= b {
+		t.Error("no heartbeat while idle")
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gaugeValue reads a gauge of reg by name.
+func gaugeValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

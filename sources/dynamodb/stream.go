@@ -77,6 +77,7 @@ func (s *Source) retrying(ctx context.Context, op string, fn func(ctx context.Co
 			return err
 		}
 		s.health.set("retrying "+op+": "+errorCode(err), err)
+		s.heartbeat() // backing off is waiting normally
 		if werr := bo.wait(ctx); werr != nil {
 			return werr
 		}
