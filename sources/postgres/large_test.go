@@ -166,3 +166,58 @@ func TestLargeTransactionBoundedMemory(t *testing.T) {
 		t.Errorf("heap grew by %d MiB, want under %d MiB", growth>>20, limit>>20)
 	}
 }
+
+// One row larger than both the receive queue and the sink's budget is
+// admitted alone. The figure logged is what README.md quotes for its
+// memory cost.
+func TestRowLargerThanBudget(t *testing.T) {
+	_, url := newDB(t)
+	conn := mustConn(t, url)
+	mustExec(t, conn, `CREATE TABLE wide (id int PRIMARY KEY, doc text)`)
+	var mu sync.Mutex
+	var events, biggest int
+	sk := newBudgetSink(1<<20, func(e *cdc.Event) {
+		mu.Lock()
+		events++
+		biggest = max(biggest, len(e.After))
+		mu.Unlock()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sk.run(ctx)
+	r := startSource(t, Config{URL: url, Snapshot: SnapshotNever}, newMemStore(), sk.emit)
+	r.streaming(t)
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	var peak uint64
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				peak = max(peak, ms.TotalAlloc-base.TotalAlloc)
+			}
+		}
+	}()
+	const rowBytes = 32 << 20
+	mustExec(t, conn, fmt.Sprintf(`INSERT INTO wide SELECT 1, string_agg(md5(g::text), '') FROM generate_series(1, %d) g`, rowBytes/32))
+	mustExec(t, conn, `INSERT INTO wide VALUES (2, 'small')`)
+	waitFor(t, 60*time.Second, "both rows acknowledged", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return events == 2 && r.src.Status().(Status).PendingEvents == 0
+	})
+	close(done)
+	<-sampled
+	t.Logf("a %d MiB row: %d MiB allocated while it passed (%.1f times its size)", rowBytes>>20, peak>>20, float64(peak)/rowBytes)
+	if biggest < rowBytes {
+		t.Errorf("largest after image %d bytes, want the whole %d-byte value", biggest, rowBytes)
+	}
+}
