@@ -47,6 +47,8 @@ type entry struct {
 	Data       json.RawMessage `json:"data,omitempty"`
 	DataBase64 []byte          `json:"data_base64,omitempty"`
 	SavedAt    time.Time       `json:"saved_at"`
+
+	gen uint64 // the store generation that set it (in memory only)
 }
 
 func newEntry(c checkpoint.Checkpoint, now time.Time) entry {

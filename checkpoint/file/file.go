@@ -179,9 +179,25 @@ func (s *Store) Save(ctx context.Context, key string, c checkpoint.Checkpoint) e
 		s.mu.Unlock()
 		return fmt.Errorf("checkpoint file: saving %s at %q, stored %q: %w", key, c.Position, old.Position, checkpoint.ErrStale)
 	}
-	s.want[key] = newEntry(c, time.Now())
+	e := newEntry(c, time.Now())
 	s.gen++
-	return s.flush(s.gen)
+	e.gen = s.gen
+	s.want[key] = e
+	err := s.flush(s.gen)
+	if err != nil {
+		// Forget what could not be written, unless a later Save replaced
+		// it: the store holds, and compares against, only what is durable.
+		s.mu.Lock()
+		if cur, ok := s.want[key]; ok && cur.gen == e.gen {
+			if d, ok := s.durable[key]; ok {
+				s.want[key] = d
+			} else {
+				delete(s.want, key)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return err
 }
 
 // Delete removes key (a no-op when it is absent) and returns once that is

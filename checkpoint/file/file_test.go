@@ -189,6 +189,10 @@ func TestUnwritableDirectoryFailsSave(t *testing.T) {
 	if err != nil || got.Position != "1" {
 		t.Fatalf("Load after a failed Save = %+v, %v; want position 1", got, err)
 	}
+	// A failed Save is not held against a later one.
+	if err := s.Save(ctx, "k", checkpoint.Checkpoint{Position: "9"}); err == nil {
+		t.Fatal("Save succeeded although the directory is gone")
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -345,7 +346,7 @@ func (c *coordinator) schedule(ctx context.Context) error {
 				return err
 			}
 		}
-		slices.SortFunc(waiting, func(a, b *shard) int { return compareStrings(a.id, b.id) })
+		slices.SortFunc(waiting, func(a, b *shard) int { return strings.Compare(a.id, b.id) })
 		changed := false
 		for _, sh := range waiting {
 			ok, err := c.parentDone(ctx, sh)

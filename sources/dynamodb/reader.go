@@ -201,8 +201,6 @@ func (r *reader) deliver(ctx context.Context, recs []types.Record) error {
 			continue // already read (a renewed iterator may repeat)
 		}
 		r.lastRaw, r.lastPadded = rec.event.Info.SequenceNumber, rec.padded
-		seqCopy := rec.padded
-		sh.lastRead.Store(&seqCopy)
 		span := sh.tracker.Open(rec.created)
 		if !r.skipBefore.IsZero() && !rec.created.IsZero() && rec.created.Before(r.skipBefore) {
 			span.Seal(rec.padded) // not wanted, but the watermark passes it
@@ -219,6 +217,8 @@ func (r *reader) deliver(ctx context.Context, recs []types.Record) error {
 			return fmt.Errorf("dynamodb source: emitting %s of shard %s: %w", rec.event.ID, sh.id, err)
 		}
 	}
+	last := r.lastPadded
+	sh.lastRead.Store(&last)
 	return nil
 }
 

@@ -94,7 +94,7 @@ type shard struct {
 	start         startSpec
 
 	tracker   checkpoint.Tracker[string]
-	ackSignal chan struct{} // a ack arrived (capacity 1)
+	ackSignal chan struct{} // an ack arrived (capacity 1)
 
 	// Guarded by saveMu: what the store holds.
 	saveMu   sync.Mutex
@@ -111,7 +111,7 @@ func newShard(arn, id, parent string) *shard {
 	return &shard{id: id, parent: parent, key: shardKey(arn, id), ackSignal: make(chan struct{}, 1)}
 }
 
-// ack is called by the sink for each event of the shard.
+// acked is called, through the event's OnAck, for each event of the shard.
 func (sh *shard) acked() {
 	select {
 	case sh.ackSignal <- struct{}{}:

@@ -2,6 +2,7 @@ package dynamodb
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -125,7 +126,7 @@ func (s *Source) Status() any {
 		st.IteratorAgeSeconds = max(st.IteratorAgeSeconds, ss.IteratorAgeSeconds)
 		st.Shards = append(st.Shards, ss)
 	}
-	slices.SortFunc(st.Shards, func(a, b ShardStatus) int { return compareStrings(a.ID, b.ID) })
+	slices.SortFunc(st.Shards, func(a, b ShardStatus) int { return strings.Compare(a.ID, b.ID) })
 	if t, ok := s.OldestUnacked(); ok {
 		st.LagSeconds = max(0, now.Sub(t).Seconds())
 	}
@@ -133,16 +134,6 @@ func (s *Source) Status() any {
 		st.Degraded = []string{}
 	}
 	return st
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // OldestUnacked returns the creation time of the oldest record read and
