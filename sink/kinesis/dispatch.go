@@ -14,7 +14,12 @@ func (p *Producer) takeIntake() {
 	p.mu.Lock()
 	in := p.intake
 	p.intake = l.spare
+	usedB, usedE := p.usedBytes, p.usedEvents
 	p.mu.Unlock()
+	if len(in) > 0 {
+		p.m.inflightBytes.Set(float64(usedB))
+		p.m.inflightEv.Set(float64(usedE))
+	}
 	for _, r := range in {
 		p.admitTable(r)
 	}

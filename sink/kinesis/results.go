@@ -3,6 +3,7 @@ package kinesis
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 )
@@ -160,7 +161,8 @@ func (p *Producer) requestFailed(b *batch) {
 			st.LastThrottleAt = l.now
 		}
 	})
-	if l.reqFailures == 1 || l.reqFailures%10 == 0 {
+	if (l.reqFailures == 1 && l.now.Sub(l.lastWarn) > 10*time.Second) || l.reqFailures%20 == 0 {
+		l.lastWarn = l.now
 		p.log.Warn("PutRecords failed; retrying", "records", len(b.recs), "failures", l.reqFailures, "code", code, "err", b.err)
 	}
 	p.m.retries.Add(float64(len(b.info)))

@@ -37,6 +37,7 @@ type loopState struct {
 	inflight    int
 	gateUntil   time.Time
 	reqFailures int
+	lastWarn    time.Time
 	pending     []*batch // halves of a rejected batch, sent first
 	awaitMap    []*keyState
 	mapAt       time.Time // when the current shard map was installed
