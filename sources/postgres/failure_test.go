@@ -182,3 +182,80 @@ func TestSlotInvalidated(t *testing.T) {
 		t.Fatal("Run did not fail on the invalidated slot")
 	}
 }
+
+// A first run against a slot that exists (the store has no record of it)
+// streams from the slot without a snapshot and records that it did.
+func TestExistingSlotAdopted(t *testing.T) {
+	_, url := newDB(t)
+	conn := mustConn(t, url)
+	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1); CREATE PUBLICATION cdcbridge FOR TABLE t`)
+	mustExec(t, conn, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slotFor(url))
+	mustExec(t, conn, `INSERT INTO t VALUES (2)`) // after the slot: streamed
+	store := newMemStore()
+	sk := newSink(t)
+	r := startSource(t, Config{URL: url}, store, sk.emit)
+	r.streaming(t)
+	mustExec(t, conn, `INSERT INTO t VALUES (3)`)
+	waitFor(t, 10*time.Second, "2 events", func() bool { return sk.len() >= 2 })
+	var got []string
+	for _, e := range sk.snapshot() {
+		got = append(got, e.Op.String()+string(e.Key))
+	}
+	if strings.Join(got, " ") != `insert{"id":2} insert{"id":3}` {
+		t.Errorf("events %v, want the inserts after the slot and no snapshot", got)
+	}
+	var st slotState
+	mustUnmarshal(t, store.only(t).Data, &st)
+	if st.Snapshot != "adopted" || !st.SnapshotComplete {
+		t.Errorf("state %+v", st)
+	}
+}
+
+// A slot created before its publication cannot be decoded past that
+// point: a fatal error that says what to do, not an endless reconnect.
+func TestSlotOlderThanPublication(t *testing.T) {
+	_, url := newDB(t)
+	conn := mustConn(t, url)
+	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	mustExec(t, conn, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slotFor(url))
+	mustExec(t, conn, `INSERT INTO t VALUES (1)`)
+	r := startSource(t, Config{URL: url}, newMemStore(), newSink(t).emit)
+	select {
+	case err := <-r.done:
+		close(r.done)
+		if err == nil || !strings.Contains(err.Error(), "Drop the slot") {
+			t.Fatalf("Run returned %v, want an explanation", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not fail")
+	}
+}
+
+// on-slot-lost=continue: a new slot without a snapshot, loudly, counted
+// and shown in Status.
+func TestSlotDroppedContinue(t *testing.T) {
+	_, url := newDB(t)
+	conn := mustConn(t, url)
+	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	store := newMemStore()
+	r := startSource(t, Config{URL: url, Snapshot: SnapshotNever}, store, newSink(t).emit)
+	r.streaming(t)
+	r.stop(t)
+	mustExec(t, conn, `SELECT pg_drop_replication_slot($1)`, slotFor(url))
+	mustExec(t, conn, `INSERT INTO t VALUES (1)`) // in the gap
+	sk := newSink(t)
+	r2 := startSource(t, Config{URL: url, OnSlotLost: OnSlotLostContinue}, store, sk.emit)
+	r2.streaming(t)
+	mustExec(t, conn, `INSERT INTO t VALUES (2)`)
+	waitFor(t, 10*time.Second, "an event", func() bool { return sk.len() >= 1 })
+	if e := sk.snapshot()[0]; e.Op != cdc.OpInsert || string(e.Key) != `{"id":2}` {
+		t.Errorf("first event %s %s, want the insert after the new slot (no snapshot)", e.Op, e.Key)
+	}
+	if got := testutil.ToFloat64(r2.src.m.slotLost.WithLabelValues("continue")); got != 1 {
+		t.Errorf("slot lost metric %v", got)
+	}
+	st := r2.src.Status().(Status)
+	if !strings.Contains(strings.Join(st.Degraded, ";"), "gap") {
+		t.Errorf("status degraded %v, want the gap named", st.Degraded)
+	}
+}

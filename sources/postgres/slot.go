@@ -176,7 +176,7 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgx
 		s.log.Error("THE SLOT THIS BRIDGE STREAMED FROM IS UNUSABLE: creating a new slot at the current position; "+
 			"changes committed after the last confirmed LSN and before the new slot ARE MISSING from the stream",
 			"reason", reason, "last_confirmed", last)
-		s.degrade("slot lost; continued with a gap after " + last)
+		s.degradeSticky("slot lost; continued with a gap after " + last)
 	default:
 		return slotPlan{}, fatal(fmt.Errorf("slot %s: %s, although this bridge streamed from it up to %s; "+
 			"a new slot would start at the current position and miss the changes in between. "+

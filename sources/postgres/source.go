@@ -3,8 +3,10 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +32,7 @@ type Source struct {
 
 	mu       sync.Mutex
 	role     string
-	degraded map[string]struct{}
+	degraded map[string]bool // reason -> sticky (kept across recoveries)
 	slotLag  int64
 	lagKnown bool
 	snap     *snapshotProgress
@@ -58,7 +60,7 @@ func New(cfg Config, store checkpoint.Store, reg prometheus.Registerer, log *slo
 	return &Source{
 		cfg: cfg, store: store, m: newMetrics(reg), types: newTypeCache(),
 		log:      log.With("source", "postgres", "slot", cfg.Slot),
-		degraded: make(map[string]struct{}),
+		degraded: make(map[string]bool),
 	}, nil
 }
 
@@ -229,6 +231,24 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 	err = sess.run(ctx, s.cfg.Slot, pubs, srv.version)
 	stopSave()
 	saveWG.Wait()
+	return explainStreamError(err, s.cfg.Slot, pubs)
+}
+
+// explainStreamError makes the errors a reconnect cannot cure fatal, with
+// the way out.
+func explainStreamError(err error, slot string, pubs []string) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	if pgErr.Code == "42704" && strings.Contains(pgErr.Message, "publication") {
+		// The publication exists now (it was ensured before streaming), so
+		// it did not exist yet where the slot starts: pgoutput reads
+		// publications as of each change and cannot get past that point.
+		return fatal(fmt.Errorf("slot %s starts before publication %s existed, so PostgreSQL cannot decode its changes (%w). "+
+			"Drop the slot and let the bridge create it (CDCBRIDGE_POSTGRES_SNAPSHOT=initial reads the existing rows), "+
+			"or create the slot after the publication", slot, strings.Join(pubs, ","), err))
+	}
 	return err
 }
 
@@ -309,12 +329,27 @@ func (s *Source) setRole(role string) {
 
 func (s *Source) degrade(reason string) {
 	s.mu.Lock()
-	s.degraded[reason] = struct{}{}
+	if _, ok := s.degraded[reason]; !ok {
+		s.degraded[reason] = false
+	}
 	s.mu.Unlock()
 }
 
+// degradeSticky records a reason that stays for the life of the process
+// (a gap accepted with on-slot-lost=continue).
+func (s *Source) degradeSticky(reason string) {
+	s.mu.Lock()
+	s.degraded[reason] = true
+	s.mu.Unlock()
+}
+
+// clearDegraded forgets the reasons a recovery cured.
 func (s *Source) clearDegraded() {
 	s.mu.Lock()
-	clear(s.degraded)
+	for r, sticky := range s.degraded {
+		if !sticky {
+			delete(s.degraded, r)
+		}
+	}
 	s.mu.Unlock()
 }
