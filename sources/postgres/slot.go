@@ -255,7 +255,9 @@ func (s *Source) createSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgxp
 	}
 	state.SnapshotComplete = true
 	state.ConfirmedLSN = formatLSN(cp)
-	if err := st.save(ctx, state); err != nil {
+	// Every read event is accepted: record it even when shutdown began
+	// meanwhile, or the next start would drop the slot and read it all again.
+	if err := st.save(context.WithoutCancel(ctx), state); err != nil {
 		return slotPlan{}, err
 	}
 	return slotPlan{start: cp, state: state}, nil
