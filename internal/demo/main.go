@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -281,12 +283,48 @@ func showMetrics(url string) error {
 	return nil
 }
 
+// printEvents lists the events in source order (tail prints them shard by
+// shard), one line each, then shows one whole envelope.
 func printEvents(out []byte) {
-	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
-	for _, line := range lines {
-		fmt.Printf("     %s\n", line)
+	type row struct {
+		seq, line string
+		raw       []byte
 	}
-	fmt.Printf("     (%d events)\n", len(lines))
+	var rows []row
+	for _, line := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		var e struct {
+			Sequence     string `json:"sequence"`
+			PartitionKey string `json:"partitionkey"`
+			Data         struct {
+				Op      string          `json:"op"`
+				After   json.RawMessage `json:"after"`
+				Message json.RawMessage `json:"message"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(line, &e); err != nil {
+			fmt.Printf("     not an envelope: %s\n", line)
+			continue
+		}
+		detail := e.Data.After
+		if e.Data.Message != nil {
+			detail = e.Data.Message
+		}
+		rows = append(rows, row{e.Sequence, fmt.Sprintf("%-9s %-22s %-26s %s", e.Data.Op, e.PartitionKey, e.Sequence, detail), line})
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].seq < rows[j].seq })
+	fmt.Printf("     %-9s %-22s %-26s %s\n", "OP", "PARTITION KEY", "SEQUENCE", "AFTER / MESSAGE")
+	for _, r := range rows {
+		fmt.Println("     " + r.line)
+	}
+	fmt.Printf("     (%d events)\n", len(rows))
+	for _, r := range rows {
+		if bytes.Contains(r.raw, []byte(`"op":"update"`)) {
+			var pretty bytes.Buffer
+			_ = json.Indent(&pretty, r.raw, "     ", "  ")
+			fmt.Println("\n     One whole envelope (the first update):\n     " + pretty.String())
+			break
+		}
+	}
 }
 
 func tail(path string) string {
