@@ -284,3 +284,36 @@ func TestCountsEndpoint(t *testing.T) {
 		t.Fatalf("counts: %s", b.String())
 	}
 }
+
+func TestOutage(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	o, err := NewOutage(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	c := client(t, o.URL)
+	ctx := context.Background()
+	describe := func(timeout time.Duration) error {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		_, err := c.DescribeStreamSummary(cctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String("null")})
+		return err
+	}
+	if err := describe(2 * time.Second); err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+	if err := o.SetDown(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := describe(300 * time.Millisecond); err == nil {
+		t.Fatal("request succeeded during the outage")
+	}
+	if err := o.SetDown(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := describe(2 * time.Second); err != nil {
+		t.Fatalf("after the outage: %v", err)
+	}
+}

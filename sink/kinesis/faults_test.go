@@ -3,6 +3,7 @@ package kinesis
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -230,5 +231,46 @@ func TestRequestLimitsHonoured(t *testing.T) {
 	h.checkAcks()
 	if c := h.fake.Counts(); c.Rejected != 0 {
 		t.Fatalf("%d requests rejected for exceeding AWS limits", c.Rejected)
+	}
+}
+
+// TestOutageMidRun makes the endpoint unreachable (connects hang until
+// ConnectTimeout) while records flow, then brings it back.
+func TestOutageMidRun(t *testing.T) {
+	for _, agg := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "aggregated"}[agg], func(t *testing.T) {
+			h := newHarness(t, harnessOpts{outage: true, fake: kinesisfake.Options{Shards: 2, Keep: true},
+				cfg: Config{Aggregate: agg, ConnectTimeout: 100 * time.Millisecond, RequestTimeout: 2 * time.Second}})
+			h.start()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				h.putKeys(1500, 30, 100)
+			}()
+			time.Sleep(30 * time.Millisecond)
+			if err := h.outage.SetDown(true); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for time.Now().Before(deadline) {
+				// Wait for a failure of the connect itself, not only the
+				// reset of the connections the outage cut.
+				if st := h.p.Status().(Status); st.FailingRequests > 0 && strings.Contains(st.LastError, "dial") {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			st := h.p.Status().(Status)
+			if st.FailingRequests == 0 || !st.Ready || !strings.Contains(st.LastError, "dial") {
+				t.Errorf("status during the outage: %+v", st)
+			}
+			if err := h.outage.SetDown(false); err != nil {
+				t.Fatal(err)
+			}
+			<-done
+			h.flush(30 * time.Second)
+			h.checkAcks()
+			h.checkStream(fakeRecords(h.fake), true)
+		})
 	}
 }

@@ -37,10 +37,11 @@ type userRec struct {
 // every event acked exactly once, never before the fake accepted it, and
 // per-key order of first occurrences.
 type harness struct {
-	t    *testing.T
-	fake *kinesisfake.Server
-	p    *Producer
-	reg  *prometheus.Registry
+	t      *testing.T
+	fake   *kinesisfake.Server
+	outage *kinesisfake.Outage
+	p      *Producer
+	reg    *prometheus.Registry
 
 	mu       sync.Mutex
 	applied  map[string]bool
@@ -58,6 +59,7 @@ type harnessOpts struct {
 	upstream *testenv.Kinesis
 	shards   int32
 	cfg      Config
+	outage   bool // put an Outage proxy between the producer and the fake
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -100,8 +102,18 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 2 * time.Second
 	}
+	endpoint := h.fake.URL
+	if o.outage {
+		out, err := kinesisfake.NewOutage(h.fake.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { out.Close() })
+		h.outage = out
+		endpoint = out.URL
+	}
 	awsCfg := testenv.AWSConfig()
-	awsCfg.BaseEndpoint = aws.String(h.fake.URL)
+	awsCfg.BaseEndpoint = aws.String(endpoint)
 	p, err := New(cfg, NewClient(awsCfg, cfg), h.reg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
 		t.Fatal(err)
