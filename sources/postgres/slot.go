@@ -249,7 +249,12 @@ func (s *Source) createSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgxp
 		if err := st.save(ctx, state); err != nil {
 			return slotPlan{}, err
 		}
-		if err := s.readSnapshot(ctx, pool, res.SnapshotName, cp, source, pubs, emit); err != nil {
+		// Back-pressure can hold the snapshot in emit for long: that is a
+		// normal wait, so the heartbeat goes on meanwhile.
+		err := whileBlocked(s.heartbeat, func() error {
+			return s.readSnapshot(ctx, pool, res.SnapshotName, cp, source, pubs, emit)
+		})
+		if err != nil {
 			return slotPlan{}, err
 		}
 	}

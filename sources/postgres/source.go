@@ -224,13 +224,18 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 		onConfirm: func(lsn uint64) { s.m.confirmedLSN.Set(float64(lsn)) },
 	}
 	state := plan.state
+	sessCtx, stopSess := context.WithCancelCause(ctx)
+	defer stopSess(nil)
 	saveCtx, stopSave := context.WithCancel(context.WithoutCancel(ctx))
 	var saveWG sync.WaitGroup
-	saveWG.Go(func() { s.saveLoop(saveCtx, st, state, pos) })
+	saveWG.Go(func() { s.saveLoop(saveCtx, st, state, pos, stopSess) })
 	s.log.Info("streaming", "from", formatLSN(plan.start), "publications", pubs, "status_interval", interval)
-	err = sess.run(ctx, s.cfg.Slot, pubs, srv.version)
+	err = sess.run(sessCtx, s.cfg.Slot, pubs, srv.version)
 	stopSave()
 	saveWG.Wait()
+	if cause := context.Cause(sessCtx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
+	}
 	return explainStreamError(err, s.cfg.Slot, pubs)
 }
 
@@ -253,8 +258,10 @@ func explainStreamError(err error, slot string, pubs []string) error {
 }
 
 // saveLoop saves the confirmed position about once a second when it
-// moved, and once more when ctx ends.
-func (s *Source) saveLoop(ctx context.Context, st *stateStore, state *slotState, pos *positions) {
+// moved, and once more when ctx ends. A store that reports the checkpoint
+// stale (another owner wrote it) ends the session: the state is reloaded
+// before streaming again.
+func (s *Source) saveLoop(ctx context.Context, st *stateStore, state *slotState, pos *positions, stop context.CancelCauseFunc) {
 	saved := pos.current()
 	save := func(c context.Context) {
 		cur := pos.confirm()
@@ -263,6 +270,12 @@ func (s *Source) saveLoop(ctx context.Context, st *stateStore, state *slotState,
 		}
 		state.ConfirmedLSN = formatLSN(cur)
 		if err := st.save(c, state); err != nil {
+			if errors.Is(err, checkpoint.ErrStale) {
+				s.log.Error("the checkpoint store holds a newer position for this slot: another instance wrote it; restarting the session", "err", err)
+				stop(err)
+				return
+			}
+			s.degrade("checkpoint saves failing")
 			s.log.Warn("saving the checkpoint", "err", err)
 			return
 		}
