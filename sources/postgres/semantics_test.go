@@ -197,3 +197,28 @@ func TestTablesWithoutKey(t *testing.T) {
 		t.Errorf("insert-only publication: %v", insertOnly)
 	}
 }
+
+// Partitioned tables are published through their root: snapshot rows and
+// changes of every partition carry the root's name and key.
+func TestPartitionedTable(t *testing.T) {
+	_, url := newDB(t)
+	conn := mustConn(t, url)
+	mustExec(t, conn, `CREATE TABLE ev (id int, region text, v int, PRIMARY KEY (region, id)) PARTITION BY LIST (region);
+		CREATE TABLE ev_eu PARTITION OF ev FOR VALUES IN ('eu');
+		CREATE TABLE ev_us PARTITION OF ev FOR VALUES IN ('us');
+		INSERT INTO ev VALUES (1, 'eu', 0), (2, 'us', 0)`)
+	sk := newSink(t)
+	r := startSource(t, Config{URL: url}, newMemStore(), sk.emit)
+	r.streaming(t)
+	mustExec(t, conn, `INSERT INTO ev VALUES (3, 'us', 0); UPDATE ev SET v = 1 WHERE id = 1`)
+	waitFor(t, 10*time.Second, "4 events", func() bool { return sk.len() >= 4 })
+	want := []brief{
+		{Op: "read", Subject: "public.ev", Key: `{"region":"eu","id":1}`, After: `{"id":1,"region":"eu","v":0}`, PK: `public.ev:["eu",1]`},
+		{Op: "read", Subject: "public.ev", Key: `{"region":"us","id":2}`, After: `{"id":2,"region":"us","v":0}`, PK: `public.ev:["us",2]`},
+		{Op: "insert", Subject: "public.ev", Key: `{"region":"us","id":3}`, After: `{"id":3,"region":"us","v":0}`, PK: `public.ev:["us",3]`},
+		{Op: "update", Subject: "public.ev", Key: `{"region":"eu","id":1}`, After: `{"id":1,"region":"eu","v":1}`, PK: `public.ev:["eu",1]`},
+	}
+	if diff := cmp.Diff(want, briefs(sk.snapshot())); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}

@@ -298,7 +298,7 @@ func (s *Source) saveLoop(ctx context.Context, st *stateStore, state *slotState,
 
 // pollSlotLag exports how much WAL the slot holds.
 func (s *Source) pollSlotLag(ctx context.Context, pool *pgxpool.Pool) {
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
 		var lag *int64

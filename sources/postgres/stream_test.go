@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,5 +121,39 @@ func TestStreamOps(t *testing.T) {
 	c, _ := parseLSN(st.ConfirmedLSN)
 	if c < lastEnd || cp.Position != hex16(c) || !st.SnapshotComplete || st.Slot != slotFor(url) || st.SystemID == "" {
 		t.Errorf("stored state %+v position %s; want confirmed >= %s", st, cp.Position, cdc.FormatLSN(lastEnd))
+	}
+}
+
+func TestStatusAndHeartbeat(t *testing.T) {
+	_, url := newDB(t)
+	var beats atomic.Int64
+	sk := newSink(t)
+	r := startSource(t, Config{URL: url, Snapshot: SnapshotNever, Heartbeat: func() { beats.Add(1) }}, newMemStore(), sk.emit)
+	r.streaming(t)
+	if !r.src.Ready() {
+		t.Error("not ready while streaming")
+	}
+	n := beats.Load()
+	time.Sleep(1500 * time.Millisecond) // idle: the loops still beat
+	if beats.Load() <= n {
+		t.Error("no heartbeat while idle")
+	}
+	waitFor(t, 10*time.Second, "slot lag known", func() bool { return r.src.Status().(Status).SlotLagBytes != nil })
+	b, err := json.Marshal(r.src.Status())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	mustUnmarshal(t, b, &st)
+	for _, k := range []string{"role", "slot", "publications", "system_id", "confirmed_lsn", "slot_lag_bytes", "degraded"} {
+		if _, ok := st[k]; !ok {
+			t.Errorf("status lacks %q: %s", k, b)
+		}
+	}
+	if st["role"] != "active" {
+		t.Errorf("role %v", st["role"])
+	}
+	if _, ok := r.src.OldestUnacked(); ok {
+		t.Error("OldestUnacked reports a pending event while idle")
 	}
 }
