@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 func openT(t *testing.T) (*Store, *dynamodb.Client) {
 	t.Helper()
 	client := testenv.DynamoDB(t).Client()
-	table := "ckpt_" + strings.NewReplacer("/", "_").Replace(t.Name())
+	table := testenv.UniqueName("ckpt")
 	s, err := Open(context.Background(), client, table)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -53,8 +53,9 @@ func TestOpenCreatesTable(t *testing.T) {
 func TestOpenRefusesOtherSchema(t *testing.T) {
 	ctx := context.Background()
 	client := testenv.DynamoDB(t).Client()
+	other := testenv.UniqueName("other_schema")
 	_, err := client.CreateTable(ctx, &dynamodb.CreateTableInput{
-		TableName:            aws.String("ckpt_other_schema"),
+		TableName:            aws.String(other),
 		BillingMode:          types.BillingModePayPerRequest,
 		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String("id"), AttributeType: types.ScalarAttributeTypeS}},
 		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String("id"), KeyType: types.KeyTypeHash}},
@@ -62,7 +63,7 @@ func TestOpenRefusesOtherSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Open(ctx, client, "ckpt_other_schema")
+	_, err = Open(ctx, client, other)
 	if err == nil || !strings.Contains(err.Error(), "key schema") {
 		t.Fatalf("Open of a table with another schema: %v, want a key schema error", err)
 	}

@@ -32,7 +32,7 @@ func putVersions(f *fakeStreams, shard string, items []int, from, to int, want m
 func TestExpiredIterator(t *testing.T) {
 	f := newFakeStreams(t)
 	f.pageSize = 10
-	f.iterTTL = 150 * time.Millisecond
+	f.iterTTL = 500 * time.Millisecond
 	want := map[itemVersion]bool{}
 	f.addShard("shardId-1", "")
 	putVersions(f, "shardId-1", []int{1, 2, 3, 4, 5}, 1, 10, want)
@@ -41,7 +41,7 @@ func TestExpiredIterator(t *testing.T) {
 	col.before = func(e *cdc.Event) error {
 		n++
 		if n == 15 || n == 31 {
-			time.Sleep(300 * time.Millisecond) // the sink is slow
+			time.Sleep(time.Second) // the sink is slow
 		}
 		return nil
 	}

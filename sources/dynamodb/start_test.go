@@ -138,8 +138,12 @@ func TestCheckpointNeverAheadOfAcks(t *testing.T) {
 			e.Ack()
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // several save rounds
 	ctx := context.Background()
+	waitUntil(t, 5*time.Second, "the checkpoint at the last record before the unacknowledged one", func() bool {
+		c, err := store.Load(ctx, shardKey(f.arn, "shardId-1"))
+		return err == nil && c.Position == events[2].Sequence
+	})
+	time.Sleep(200 * time.Millisecond) // several save rounds: it stays there
 	c, err := store.Load(ctx, shardKey(f.arn, "shardId-1"))
 	if err != nil || c.Position != events[2].Sequence {
 		t.Fatalf("checkpoint %+v, %v; want %s, the last record before the unacknowledged one", c, err, events[2].Sequence)
