@@ -37,7 +37,7 @@ func (r *reader) run(ctx context.Context) error {
 	s, sh := r.s, r.sh
 	r.skipBefore = r.start.skipBefore
 	r.bo = newBackoff(100*time.Millisecond, s.cfg.MaxBackoff)
-	s.log.Debug("reading shard", "shard", sh.id, "parent", sh.parent, "after", r.start.after, "latest", r.start.latest)
+	s.log.Info("reading shard", "shard", sh.id, "parent", sh.parent, "after", r.start.after, "latest", r.start.latest)
 	iter, err := r.open(ctx, false)
 	if err != nil {
 		return err
@@ -242,7 +242,7 @@ func (r *reader) finish(ctx context.Context, d ckptData) error {
 	if err := s.saveFinished(ctx, sh, d); err != nil {
 		return err
 	}
-	s.log.Debug("shard finished", "shard", sh.id, "last_sequence", d.LastSequence, "trimmed", d.Trimmed)
+	s.log.Info("shard finished", "shard", sh.id, "last_sequence", d.LastSequence, "trimmed", d.Trimmed)
 	select {
 	case r.finished <- sh:
 		return nil
