@@ -169,7 +169,7 @@ func (d *decoder) send(ctx context.Context, e *cdc.Event) error {
 	d.span.Add()
 	e.OnAck = d.ack
 	d.metrics.received[e.Op].Inc()
-	return d.emit(ctx, e)
+	return sinkError(ctx, d.emit(ctx, e))
 }
 
 // txEvent starts an event of the open transaction with the next ordinal.
@@ -368,9 +368,19 @@ func (d *decoder) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 	span.Add()
 	e.OnAck = span.Done
 	d.metrics.received[cdc.OpMessage].Inc()
-	err := d.emit(ctx, e)
+	err := sinkError(ctx, d.emit(ctx, e))
 	// Confirming the message's own LSN re-sends it after a restart at
 	// worst; it never skips anything after it.
 	span.Seal(lsn)
 	return err
+}
+
+// sinkError classifies an error from emit: with ctx still live, the sink
+// refused the event for good (it retries transient failures itself), and
+// replaying the stream would only meet the same refusal.
+func sinkError(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	return fatal(fmt.Errorf("the sink refused an event: %w", err))
 }

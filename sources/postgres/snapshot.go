@@ -214,7 +214,7 @@ func (r *snapReader) table(ctx context.Context, t snapTable) error {
 			e.OnAck = r.onAck
 			r.pending.Add(1)
 			s.m.received[cdc.OpRead].Inc()
-			if err := r.emit(ctx, e); err != nil {
+			if err := sinkError(ctx, r.emit(ctx, e)); err != nil {
 				return fmt.Errorf("snapshot of %s: %w", qualified, err)
 			}
 		}

@@ -113,6 +113,9 @@ func (s *Source) Run(ctx context.Context, emit cdc.Emit) error {
 		err = s.runActive(l.ctx, emit)
 		cause := context.Cause(l.ctx)
 		l.release()
+		// Events of the ended sessions are re-sent by whoever streams
+		// next; they no longer count as this instance's lag.
+		s.pos.Store(nil)
 		switch {
 		case ctx.Err() != nil:
 			return nil

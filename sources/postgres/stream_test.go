@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -155,5 +156,26 @@ func TestStatusAndHeartbeat(t *testing.T) {
 	}
 	if _, ok := r.src.OldestUnacked(); ok {
 		t.Error("OldestUnacked reports a pending event while idle")
+	}
+}
+
+// A sink that refuses an event for good stops the source with that error
+// instead of replaying the stream into the same refusal forever.
+func TestSinkRefusalIsFatal(t *testing.T) {
+	_, url := newDB(t)
+	conn := mustConn(t, url)
+	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	refuse := func(ctx context.Context, e *cdc.Event) error { return errors.New("record too large and CDCBRIDGE_OVERSIZE=fail") }
+	r := startSource(t, Config{URL: url, Snapshot: SnapshotNever}, newMemStore(), refuse)
+	r.streaming(t)
+	mustExec(t, conn, `INSERT INTO t VALUES (1)`)
+	select {
+	case err := <-r.done:
+		close(r.done)
+		if err == nil || !strings.Contains(err.Error(), "CDCBRIDGE_OVERSIZE=fail") {
+			t.Fatalf("Run returned %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not stop")
 	}
 }
