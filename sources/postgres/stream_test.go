@@ -165,7 +165,9 @@ func TestSinkRefusalIsFatal(t *testing.T) {
 	_, url := newDB(t)
 	conn := mustConn(t, url)
 	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
-	refuse := func(ctx context.Context, e *cdc.Event) error { return errors.New("record too large and CDCBRIDGE_OVERSIZE=fail") }
+	refuse := func(ctx context.Context, e *cdc.Event) error {
+		return errors.New("record too large and CDCBRIDGE_OVERSIZE=fail")
+	}
 	r := startSource(t, Config{URL: url, Snapshot: SnapshotNever}, newMemStore(), refuse)
 	r.streaming(t)
 	mustExec(t, conn, `INSERT INTO t VALUES (1)`)
