@@ -144,6 +144,9 @@ func (s *Source) ensurePublication(ctx context.Context, pool *pgxpool.Pool) ([]s
 		}
 		managed := strings.HasPrefix(p.comment, managedMarker)
 		if !managed {
+			if len(s.cfg.Tables) > 0 {
+				s.log.Warn("the publication exists and is used as it is: CDCBRIDGE_POSTGRES_TABLES only applies to a publication the bridge creates", "publication", main)
+			}
 			s.warnUnsafePublication(ctx, pool, p)
 		}
 		return names, managed, nil

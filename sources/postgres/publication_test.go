@@ -232,3 +232,26 @@ func TestCheck(t *testing.T) {
 		t.Errorf("connection check against nothing: %+v", r)
 	}
 }
+
+// A user's publication with a column list and a row filter (PostgreSQL
+// 15): the snapshot reads what the stream would publish.
+func TestPublicationFiltersInSnapshot(t *testing.T) {
+	_, url := newDB(t)
+	conn := mustConn(t, url)
+	mustExec(t, conn, `CREATE TABLE f (id int PRIMARY KEY, v int, secret text);
+		INSERT INTO f VALUES (1, 0, 's1'), (2, 5, 's2');
+		CREATE PUBLICATION filt FOR TABLE f (id, v) WHERE (v > 0)`)
+	sk := newSink(t)
+	r := startSource(t, Config{URL: url, Publication: "filt"}, newMemStore(), sk.emit)
+	r.streaming(t)
+	mustExec(t, conn, `INSERT INTO f VALUES (3, 0, 's3'), (4, 7, 's4')`)
+	waitFor(t, 10*time.Second, "2 events", func() bool { return sk.len() >= 2 })
+	time.Sleep(200 * time.Millisecond)
+	want := []brief{
+		{Op: "read", Subject: "public.f", Key: `{"id":2}`, After: `{"id":2,"v":5}`, PK: "public.f:[2]"},
+		{Op: "insert", Subject: "public.f", Key: `{"id":4}`, After: `{"id":4,"v":7}`, PK: "public.f:[4]"},
+	}
+	if diff := cmp.Diff(want, briefs(sk.snapshot())); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
