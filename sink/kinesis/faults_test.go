@@ -242,15 +242,16 @@ func TestOutageMidRun(t *testing.T) {
 			h := newHarness(t, harnessOpts{outage: true, fake: kinesisfake.Options{Shards: 2, Keep: true},
 				cfg: Config{Aggregate: agg, ConnectTimeout: 100 * time.Millisecond, RequestTimeout: 2 * time.Second}})
 			h.start()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				h.putKeys(1500, 30, 100)
-			}()
-			time.Sleep(30 * time.Millisecond)
+			h.putKeys(500, 30, 100)
+			h.flush(10 * time.Second)
 			if err := h.outage.SetDown(true); err != nil {
 				t.Fatal(err)
 			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				h.putKeys(1000, 30, 100)
+			}()
 			deadline := time.Now().Add(5 * time.Second)
 			for time.Now().Before(deadline) {
 				// Wait for a failure of the connect itself, not only the

@@ -52,6 +52,8 @@ type harness struct {
 	runErr   chan error
 	cancel   context.CancelFunc
 	ackCount int
+
+	aggregates, noEHK int // accepted aggregates, and those without an explicit hash key
 }
 
 type harnessOpts struct {
@@ -148,6 +150,12 @@ func (h *harness) start() {
 func (h *harness) onAccept(r kinesisfake.Record) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if r.Aggregated {
+		h.aggregates++
+		if r.ExplicitHashKey == "" {
+			h.noEHK++
+		}
+	}
 	for _, u := range r.Users {
 		e, err := cdc.Decode(u.Data)
 		if err != nil {
@@ -251,6 +259,9 @@ func (h *harness) checkAcks() {
 	}
 	if len(h.acks) != total {
 		h.t.Errorf("%d events acked, %d put", len(h.acks), total)
+	}
+	if h.noEHK > 0 {
+		h.t.Errorf("%d of %d aggregates carried no explicit hash key", h.noEHK, h.aggregates)
 	}
 	if len(h.early) > 0 {
 		h.t.Errorf("%d events acked before the stream accepted them, e.g. %s", len(h.early), h.early[0])
