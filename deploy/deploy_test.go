@@ -293,3 +293,22 @@ func TestConfigVariablesInArtefacts(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricNamesInDocs: every cdcbridge_ metric the runbook or the
+// deploy READMEs name is one the daemon defines.
+func TestMetricNamesInDocs(t *testing.T) {
+	defined := definedMetrics(t)
+	files := []string{filepath.Join(root, "docs", "runbook.md")}
+	more, err := filepath.Glob(filepath.Join("*", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(append(files, "README.md"), more...)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkMetricNames(t, f, string(b), defined)
+	}
+}

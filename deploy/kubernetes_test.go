@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"go/ast"
 	"math"
 	"os"
 	"os/exec"
@@ -315,6 +316,9 @@ func checkWorkload(t *testing.T, e *example, w k8sObject, vars map[string]config
 			t.Errorf("%s: memory request %v below the in-flight budget %v", where, reqMem, budget)
 		}
 		goLimit := limMem * goMemLimitPercent / 100
+		if _, ok := env["GOMEMLIMIT"]; !ok && !derivesMemoryLimit(t) {
+			t.Errorf("%s: GOMEMLIMIT is left to cdcbridge, but cmd/cdcbridge no longer derives it from the cgroup limit", where)
+		}
 		if v, ok := env["GOMEMLIMIT"]; ok {
 			goLimit = quantity(t, where, v) // 230MiB, 241172480, ...
 			if goLimit >= limMem {
@@ -680,4 +684,25 @@ func withImages(doc map[string]any, images map[string]string) map[string]any {
 		return v
 	}
 	return cp(doc).(map[string]any)
+}
+
+// derivesMemoryLimit reports whether cmd/cdcbridge still sets the Go memory
+// limit from the cgroup's when GOMEMLIMIT is unset, as the manifests and
+// deploy/README.md say.
+func derivesMemoryLimit(t *testing.T) bool {
+	t.Helper()
+	var env, cgroup, set bool
+	for _, f := range goSources(t, "cmd/cdcbridge") {
+		ast.Inspect(f.file, func(n ast.Node) bool {
+			switch x := n.(type) {
+			case *ast.BasicLit:
+				env = env || x.Value == `"GOMEMLIMIT"`
+				cgroup = cgroup || x.Value == `"/sys/fs/cgroup/memory.max"`
+			case *ast.SelectorExpr:
+				set = set || x.Sel.Name == "SetMemoryLimit"
+			}
+			return true
+		})
+	}
+	return env && cgroup && set
 }
