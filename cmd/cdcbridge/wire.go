@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
@@ -87,7 +91,7 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 			OnTrimmed:    cfg.DynamoDBOnTrimmed,
 			IdleInterval: cfg.DynamoDBIdlePoll,
 			Heartbeat:    h.heartbeat("dynamodb source"),
-		}, dynamodb.NewFromConfig(awsCfg), dynamodbstreams.NewFromConfig(awsCfg), store, reg, log.With("component", "dynamodb"))
+		}, dynamodb.NewFromConfig(awsCfg), streamsClient(awsCfg), store, reg, log.With("component", "dynamodb"))
 		if err != nil {
 			return fail(fmt.Errorf("dynamodb source: %w", err))
 		}
@@ -106,4 +110,13 @@ func postgresConfig(cfg *Config) pgsource.Config {
 		Snapshot:    cfg.PostgresSnapshot,
 		OnSlotLost:  cfg.PostgresOnSlotLost,
 	}
+}
+
+// streamsClient allows one idle connection per shard reader: every shard
+// polls at once, and the SDK's default keeps only a few per host.
+func streamsClient(awsCfg aws.Config) *dynamodbstreams.Client {
+	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.MaxIdleConnsPerHost = 256
+	})
+	return dynamodbstreams.NewFromConfig(awsCfg, func(o *dynamodbstreams.Options) { o.HTTPClient = httpClient })
 }
