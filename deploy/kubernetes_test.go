@@ -628,9 +628,12 @@ func TestKubernetesKustomize(t *testing.T) {
 	for _, kz := range dirs {
 		dir := filepath.Dir(kz)
 		t.Run(filepath.Base(dir), func(t *testing.T) {
-			out, err := exec.Command(kubectl, "kustomize", dir).CombinedOutput()
+			cmd := exec.Command(kubectl, "kustomize", dir)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
 			if err != nil {
-				t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, out)
+				t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, stderr.String())
 			}
 			rendered, err := parseYAML("kubectl kustomize "+dir, string(out))
 			if err != nil {
