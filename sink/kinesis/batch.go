@@ -7,6 +7,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 )
 
 // batch is one PutRecords request and, once done, its outcome.
@@ -78,18 +80,42 @@ func (b *batch) split() (*batch, *batch) {
 
 func (b *batch) sub(from, to int) *batch {
 	n := getBatch()
+	var agg kpl.Aggregator
 	for i := from; i < to; i++ {
 		e := b.info[i]
 		first := len(n.recs)
-		n.recs = append(n.recs, b.recs[e.first:e.end]...)
+		recs := b.recs[e.first:e.end]
+		n.recs = append(n.recs, recs...)
 		e.end = len(n.recs)
 		e.first = first
+		entry := b.entries[i]
+		if e.aggregated {
+			// The blob was dropped once the request body held it: make
+			// it again from the same records, in the same order.
+			agg.Reset()
+			for _, r := range recs {
+				agg.Add(r.pk, r.buf)
+			}
+			e.blob = agg.Bytes(getBuf(agg.Size()))
+			entry.Data = e.blob
+		}
 		n.info = append(n.info, e)
-		n.entries = append(n.entries, b.entries[i])
-		n.bytes += len(b.entries[i].Data) + len(aws.ToString(b.entries[i].PartitionKey))
-		b.info[i].blob = nil // now owned by n
+		n.entries = append(n.entries, entry)
+		n.bytes += len(entry.Data) + len(aws.ToString(entry.PartitionKey))
 	}
 	return n
+}
+
+// dropBlobs returns the aggregates' buffers once the request body is
+// written, so an aggregate is not held twice while the request runs.
+func (b *batch) dropBlobs() {
+	for i := range b.info {
+		if blob := b.info[i].blob; blob != nil {
+			putBuf(blob)
+			b.info[i].blob = nil
+			b.entries[i].Data = nil
+		}
+	}
 }
 
 // putter sends one batch and fills b.res on success.

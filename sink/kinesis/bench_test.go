@@ -78,8 +78,9 @@ func nullEndpoint(b *testing.B) string {
 	return nullOnce.url
 }
 
-// workload generates events without allocating per event: events come
-// from a pool they return to when acked; ids and row images are shared.
+// workload generates events without allocating per event: the producer
+// keeps only the envelope and OnAck, so an event goes back to the pool as
+// soon as Put returns; ids and row images are shared.
 type workload struct {
 	keys   []string // partition keys
 	rows   [][]byte // ~300-byte envelopes: after image per key
@@ -101,13 +102,9 @@ func newWorkload(nkeys int, hot bool) *workload {
 	for i := range 1 << 16 {
 		w.ids = append(w.ids, cdc.ChangeID(uint64(0x16B3748+i), uint32(i%100+1)))
 	}
+	ack := func() { w.acked.Add(1) }
 	w.pool.New = func() any {
-		e := &cdc.Event{Source: "/cdcbridge/postgres/7301234567890123456/app/s", Subject: "public.orders", Op: cdc.OpUpdate}
-		e.OnAck = func() {
-			w.acked.Add(1)
-			w.pool.Put(e)
-		}
-		return e
+		return &cdc.Event{Source: "/cdcbridge/postgres/7301234567890123456/app/s", Subject: "public.orders", Op: cdc.OpUpdate, OnAck: ack}
 	}
 	return w
 }
@@ -192,9 +189,11 @@ func runProducerBench(b *testing.B, endpoint, stream string, cfg Config, hot boo
 	cpu0 := cpuTime()
 	start := time.Now()
 	for range b.N {
-		if err := p.Put(ctx, w.next()); err != nil {
+		e := w.next()
+		if err := p.Put(ctx, e); err != nil {
 			b.Fatal(err)
 		}
+		w.pool.Put(e)
 	}
 	if err := p.Flush(ctx); err != nil {
 		b.Fatal(err)

@@ -30,7 +30,7 @@ func (p *Producer) takeIntake() {
 // admitTable applies the truncate barrier of the record's table.
 func (p *Producer) admitTable(r *record) {
 	l := &p.loop
-	if sub := r.ev.Subject; sub != "" {
+	if sub := r.subject; sub != "" {
 		t := l.tables[sub]
 		if t == nil {
 			t = &tableState{name: sub}
@@ -388,11 +388,11 @@ func (p *Producer) oversize(k *keyState, r *record) {
 	l := &p.loop
 	if p.cfg.Oversize == OversizeFail {
 		l.fatal = fmt.Errorf("event %s (table %s): record of %d bytes (envelope plus partition key) exceeds the limit of %d bytes of stream %s (CDCBRIDGE_OVERSIZE=fail)",
-			r.ev.ID, r.ev.Subject, r.size(), l.recordLimit, p.label)
+			r.id, r.subject, r.size(), l.recordLimit, p.label)
 		return
 	}
 	if r.placeheld {
-		l.fatal = fmt.Errorf("event %s (table %s): its dead-letter placeholder of %d bytes exceeds the limit of %d bytes of stream %s", r.ev.ID, r.ev.Subject, r.size(), l.recordLimit, p.label)
+		l.fatal = fmt.Errorf("event %s (table %s): its dead-letter placeholder of %d bytes exceeds the limit of %d bytes of stream %s", r.id, r.subject, r.size(), l.recordLimit, p.label)
 		return
 	}
 	p.toDLQ(k, r, "oversize", fmt.Sprintf("record of %d bytes exceeds the stream's limit of %d bytes", r.size(), l.recordLimit))
@@ -424,6 +424,6 @@ func (p *Producer) dlqDone(d dlqDone) {
 	p.m.dlqRecords.WithLabelValues(d.job.reason).Inc()
 	p.status.update(func(st *Status) { st.DLQRecords++ })
 	p.log.Warn("event written to the dead-letter directory; a placeholder takes its place on the stream",
-		"id", r.ev.ID, "table", r.ev.Subject, "reason", d.job.reason, "detail", d.job.detail, "dlq", d.ref)
+		"id", r.id, "table", r.subject, "reason", d.job.reason, "detail", d.job.detail, "dlq", d.ref)
 	p.makeReady(k, true)
 }

@@ -183,9 +183,14 @@ func (w *dlqWriter) write(j dlqJob) (string, error) {
 
 // placeholder encodes the event that stands in for a dead-lettered one:
 // same id, sequence and partition key, data.oversize set, no row images.
+// It is made from the envelope, which the producer keeps instead of the
+// event.
 func placeholder(j dlqJob, ref string) ([]byte, error) {
-	ph := *j.r.ev
-	ph.OnAck = nil
+	orig, err := cdc.Decode(j.r.buf)
+	if err != nil {
+		return nil, fmt.Errorf("decoding the envelope of event %s for its placeholder: %w", j.r.id, err)
+	}
+	ph := *orig
 	ph.PartitionKey = j.r.pk
 	ph.Oversize = &cdc.Oversize{Bytes: j.r.size(), DLQ: ref}
 	buf, err := cdc.AppendEncode(getBuf(512), &ph)
@@ -194,10 +199,10 @@ func placeholder(j dlqJob, ref string) ([]byte, error) {
 		buf, err = cdc.AppendEncode(buf[:0], &ph)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("encoding the placeholder of event %s: %w", j.r.ev.ID, err)
+		return nil, fmt.Errorf("encoding the placeholder of event %s: %w", j.r.id, err)
 	}
 	if len(buf)+len(j.r.pk) > j.limit {
-		return nil, fmt.Errorf("the placeholder of event %s (%d bytes) exceeds the stream's record limit of %d bytes", j.r.ev.ID, len(buf)+len(j.r.pk), j.limit)
+		return nil, fmt.Errorf("the placeholder of event %s (%d bytes) exceeds the stream's record limit of %d bytes", j.r.id, len(buf)+len(j.r.pk), j.limit)
 	}
 	return buf, nil
 }

@@ -196,7 +196,7 @@ func TestDLQLineGolden(t *testing.T) {
 		Info: cdc.SourceInfo{CommitLSN: "0/16B3748", Ordinal: 3, Schema: "public", Table: "orders"},
 	}
 	buf, _ := cdc.Encode(e)
-	r := &record{ev: e, buf: buf, pk: e.PartitionKey}
+	r := &record{id: e.ID, subject: e.Subject, buf: buf, pk: e.PartitionKey}
 	j := dlqJob{r: r, reason: "oversize", detail: "record of 400 bytes exceeds the stream's limit of 300 bytes", limit: 1 << 20}
 	ref, err := w.write(j)
 	if err != nil {

@@ -26,14 +26,14 @@
 //   - Bounded memory: Put blocks while MaxInFlightBytes or
 //     MaxInFlightEvents is used up. A record is charged its envelope
 //     buffer's capacity (size classes 1.5x apart), its partition key and a
-//     fixed overhead. An event larger than the whole budget is admitted
+//     fixed overhead; the producer keeps the envelope and OnAck, not the
+//     caller's event. An event larger than the whole budget is admitted
 //     when nothing else is in flight. Beyond the budget the producer holds
-//     at most MaxInFlight request bodies (base64, 4/3 of the request's
-//     bytes) and, with aggregation, the aggregates being sent: at most
-//     about MaxInFlight x MaxRequestBytes x 2.4 in all (about 1.6 MiB for
-//     full batches of 300-byte events, up to ~96 MiB for 5 MiB requests of
-//     aggregates with the defaults). The events themselves (row images) are
-//     the source's memory.
+//     at most MaxInFlight request bodies (base64: 4/3 of the request's
+//     bytes; aggregates are dropped once written into the body) and the
+//     one aggregate being built: with the defaults at most about 54 MiB
+//     for 5 MiB requests, about 1.6 MiB for full batches of 300-byte
+//     events. Lower MaxInFlight or MaxRequestBytes to lower it.
 //
 // # Batching and the hot-key bound
 //

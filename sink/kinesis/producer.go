@@ -73,7 +73,7 @@ func New(cfg Config, client *kinesis.Client, reg prometheus.Registerer, log *slo
 	p := &Producer{
 		cfg:       cfg,
 		client:    client,
-		putter:    newWirePutter(client, name, arn),
+		putter:    newWirePutter(client, name, arn, cfg.MaxInFlight),
 		log:       log.With("stream", cfg.streamLabel()),
 		m:         newMetrics(reg),
 		label:     cfg.streamLabel(),
@@ -91,7 +91,9 @@ func New(cfg Config, client *kinesis.Client, reg prometheus.Registerer, log *slo
 	return p, nil
 }
 
-// Put encodes e and queues it for the stream. It blocks while the
+// Put encodes e and queues it for the stream. The producer keeps the
+// envelope and e.OnAck, not e: the caller's event (and its row images) can
+// be freed or reused once Put returns. It blocks while the
 // in-flight budget (MaxInFlightBytes, MaxInFlightEvents) is used up; an
 // event larger than the whole budget is admitted when nothing else is in
 // flight. e.Ack is called exactly once, after Kinesis accepted the record
@@ -117,7 +119,9 @@ func (p *Producer) Put(ctx context.Context, e *cdc.Event) error {
 		return fmt.Errorf("kinesis producer: %w", err)
 	}
 	r := newRecord()
-	r.ev = e
+	r.ack = e.OnAck
+	r.id = e.ID
+	r.subject = e.Subject
 	r.buf = buf
 	r.pk = pk
 	r.hash = hashOf(pk)

@@ -14,12 +14,14 @@ import (
 // the bookkeeping of its key, table and budget. Only the run loop touches a
 // record after Put handed it over.
 type record struct {
-	ev    *cdc.Event
-	buf   []byte // the envelope, from bufPool (or the placeholder's)
-	pk    string
-	hash  hashKey
-	cost  int64  // budget charged by Put
-	epoch uint64 // flush epoch at Put
+	ack     func() // the event's OnAck
+	id      string
+	subject string
+	buf     []byte // the envelope, from a size-class pool (or the placeholder's)
+	pk      string
+	hash    hashKey
+	cost    int64  // budget charged by Put
+	epoch   uint64 // flush epoch at Put
 
 	key   *keyState
 	table *tableState

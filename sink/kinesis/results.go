@@ -90,7 +90,9 @@ func (p *Producer) finishAcks() {
 		return
 	}
 	for _, r := range l.acked {
-		r.ev.Ack()
+		if r.ack != nil {
+			r.ack()
+		}
 	}
 	p.m.delivered.Add(float64(len(l.acked)))
 	p.status.update(func(st *Status) { st.Delivered += int64(len(l.acked)) })
@@ -199,9 +201,9 @@ func (p *Producer) bisect(b *batch) {
 	b.free()
 	switch {
 	case r.placeheld:
-		l.fatal = fmt.Errorf("stream %s rejected the dead-letter placeholder of event %s (table %s) as invalid", p.label, r.ev.ID, r.ev.Subject)
+		l.fatal = fmt.Errorf("stream %s rejected the dead-letter placeholder of event %s (table %s) as invalid", p.label, r.id, r.subject)
 	case p.cfg.Oversize == OversizeFail:
-		l.fatal = fmt.Errorf("stream %s rejected event %s (table %s) as invalid (CDCBRIDGE_OVERSIZE=fail)", p.label, r.ev.ID, r.ev.Subject)
+		l.fatal = fmt.Errorf("stream %s rejected event %s (table %s) as invalid (CDCBRIDGE_OVERSIZE=fail)", p.label, r.id, r.subject)
 	default:
 		p.toDLQ(k, r, "invalid", "Kinesis rejected the record as invalid")
 	}

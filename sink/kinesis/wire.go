@@ -39,10 +39,17 @@ type wirePutter struct {
 
 	mu  sync.Mutex
 	url string // resolved endpoint
+
+	// bodies is a bounded free list of request bodies: with one request
+	// per worker, at most MaxInFlight bodies exist, in use or free. (A
+	// sync.Pool could keep many multi-megabyte bodies alive between
+	// collections.)
+	bodies chan *[]byte
 }
 
-func newWirePutter(c *kinesis.Client, name, arn *string) *wirePutter {
-	return &wirePutter{client: c, opts: c.Options(), name: name, arn: arn, agent: "cdcbridge-kinesis-producer"}
+func newWirePutter(c *kinesis.Client, name, arn *string, maxInFlight int) *wirePutter {
+	return &wirePutter{client: c, opts: c.Options(), name: name, arn: arn, agent: "cdcbridge-kinesis-producer",
+		bodies: make(chan *[]byte, maxInFlight)}
 }
 
 func (p *wirePutter) endpoint(ctx context.Context) (string, error) {
@@ -69,8 +76,6 @@ func (p *wirePutter) endpoint(ctx context.Context) (string, error) {
 	p.url = strings.TrimRight(ep.URI.String(), "/") + "/"
 	return p.url, nil
 }
-
-var bodyPool sync.Pool // *[]byte
 
 // appendBody writes the PutRecords request body.
 func (p *wirePutter) appendBody(dst []byte, b *batch) []byte {
@@ -141,8 +146,10 @@ func (p *wirePutter) put(ctx context.Context, b *batch) error {
 	if err != nil {
 		return err
 	}
-	bp, _ := bodyPool.Get().(*[]byte)
-	if bp == nil {
+	var bp *[]byte
+	select {
+	case bp = <-p.bodies:
+	default:
 		bp = new([]byte)
 	}
 	if need := bodySize(b); cap(*bp) < need {
@@ -150,6 +157,7 @@ func (p *wirePutter) put(ctx context.Context, b *batch) error {
 	}
 	body := p.appendBody((*bp)[:0], b)
 	*bp = body
+	b.dropBlobs() // the body holds them now
 	sum := sha256.Sum256(body)
 
 	var open atomic.Int32
@@ -174,7 +182,10 @@ func (p *wirePutter) put(ctx context.Context, b *batch) error {
 	}
 	resp, err := p.opts.HTTPClient.Do(req)
 	if open.Load() == 0 {
-		bodyPool.Put(bp)
+		select {
+		case p.bodies <- bp:
+		default:
+		}
 	}
 	if err != nil {
 		return err
