@@ -241,7 +241,7 @@ func TestSlotDroppedContinue(t *testing.T) {
 	r := startSource(t, Config{URL: url, Snapshot: SnapshotNever}, store, newSink(t).emit)
 	r.streaming(t)
 	r.stop(t)
-	terminateAndDropSlot(t, conn, slotFor(url)) // its walsender may still be exiting
+	terminateAndDropSlot(t, conn, slotFor(url))   // its walsender may still be exiting
 	mustExec(t, conn, `INSERT INTO t VALUES (1)`) // in the gap
 	sk := newSink(t)
 	r2 := startSource(t, Config{URL: url, OnSlotLost: OnSlotLostContinue}, store, sk.emit)
