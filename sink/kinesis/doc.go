@@ -30,10 +30,12 @@
 //     caller's event. An event larger than the whole budget is admitted
 //     when nothing else is in flight. Beyond the budget the producer holds
 //     at most MaxInFlight request bodies (base64: 4/3 of the request's
-//     bytes; aggregates are dropped once written into the body) and the
-//     one aggregate being built: with the defaults at most about 54 MiB
-//     for 5 MiB requests, about 1.6 MiB for full batches of 300-byte
-//     events. Lower MaxInFlight or MaxRequestBytes to lower it.
+//     bytes; kept in a bounded free list) and, with aggregation, the
+//     aggregates of requests not yet written into their body: about
+//     MaxInFlight x MaxRequestBytes x 1.4 without aggregation (a few MiB
+//     for batches of small events, since a batch holds at most 500
+//     records) and up to x 2.4 with it (about 96 MiB with the defaults).
+//     Lower MaxInFlight or MaxRequestBytes to lower it.
 //
 // # Batching and the hot-key bound
 //
