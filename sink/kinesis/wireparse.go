@@ -68,6 +68,7 @@ func (s *scanner) records(b *batch) error {
 			return err
 		}
 		var res entryResult
+		var hasSeq bool
 		var want string
 		if n := len(b.res); n < len(b.info) {
 			want = b.info[n].shard.id
@@ -98,6 +99,11 @@ func (s *scanner) records(b *batch) error {
 				continue
 			}
 			switch string(key) {
+			case "SequenceNumber":
+				hasSeq = true
+				if err := s.skip(); err != nil {
+					return err
+				}
 			case "ShardId", "ErrorCode", "ErrorMessage":
 				v, esc, err := s.str()
 				if err != nil {
@@ -129,6 +135,11 @@ func (s *scanner) records(b *batch) error {
 					return err
 				}
 			}
+		}
+		if res.code == "" && (res.shardID == "" || !hasSeq) {
+			// Never take an entry for accepted without its proof.
+			res.code = "MissingResult"
+			res.msg = "the answer's entry has neither an error code nor a shard id and sequence number"
 		}
 		b.res = append(b.res, res)
 		s.ws()
