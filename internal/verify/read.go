@@ -1,34 +1,68 @@
 // Package verify reads back what cdcbridge wrote to a Kinesis stream and
-// checks it against what the workload wrote, independently of the code
-// under test's own reader (`cdcbridge tail`).
+// checks it against what a workload wrote, independently of the code under
+// test: its own GetRecords loop over every shard (not `cdcbridge tail`), its
+// own KPL de-aggregation written from the format's description (not
+// sink/kinesis/kpl), and its own reading of the envelope contract, with
+// the CloudEvents SDK as a second opinion.
+//
+// ReadAll returns every user record. Check counts duplicates and per-key
+// order among first occurrences. Compare holds the records against a Log
+// of the changes a workload committed and the dead-letter directory, and
+// reports changes missing, order violations, duplicates, invalid records
+// and placeholders without a dead-letter entry.
 package verify
 
 import (
 	"context"
+	"crypto/md5"
+	"errors"
 	"fmt"
+	"math/big"
 	"sort"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 )
 
 // Record is one user record read from the stream, in shard order.
 type Record struct {
-	ShardID  string
-	Sequence string // Kinesis sequence number of the (possibly aggregated) record
-	Data     []byte
-	Event    *cdc.Event // nil when Data is not a valid envelope
-	Err      error      // why Data is not a valid envelope
+	ShardID      string
+	Sequence     string // Kinesis sequence number of the (possibly aggregated) record
+	SubIndex     int    // position inside an aggregate (0 otherwise)
+	Aggregated   bool
+	PartitionKey string    // the user record's partition key
+	Arrival      time.Time // ApproximateArrivalTimestamp
+	Data         []byte
+
+	Env   *Envelope  // the verifier's reading; nil when Err is set
+	Event *cdc.Event // the cdc package's reading, for callers that want it; nil when Err is set
+	Err   error      // why this is not a valid cdcbridge record
 }
 
 // ReadAll reads every shard of stream from TRIM_HORIZON to its current end
 // and returns the user records, each shard's in order, parents' shards
 // before their children's.
 func ReadAll(ctx context.Context, client *kinesis.Client, stream string) ([]Record, error) {
+	shards, err := listShards(ctx, client, stream)
+	if err != nil {
+		return nil, err
+	}
+	var all []Record
+	for _, s := range shards {
+		recs, err := readShard(ctx, client, stream, s)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, recs...)
+	}
+	return all, nil
+}
+
+func listShards(ctx context.Context, client *kinesis.Client, stream string) ([]types.Shard, error) {
 	var shards []types.Shard
 	in := &kinesis.ListShardsInput{StreamName: aws.String(stream)}
 	for {
@@ -42,52 +76,52 @@ func ReadAll(ctx context.Context, client *kinesis.Client, stream string) ([]Reco
 		}
 		in = &kinesis.ListShardsInput{NextToken: out.NextToken}
 	}
-	sort.SliceStable(shards, func(i, j int) bool { return depth(shards, shards[i]) < depth(shards, shards[j]) })
-	var all []Record
-	for _, s := range shards {
-		recs, err := readShard(ctx, client, stream, aws.ToString(s.ShardId))
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, recs...)
-	}
-	return all, nil
-}
-
-// depth is the number of ancestors of s present in shards.
-func depth(shards []types.Shard, s types.Shard) int {
 	byID := map[string]types.Shard{}
-	for _, x := range shards {
-		byID[aws.ToString(x.ShardId)] = x
+	for _, s := range shards {
+		byID[aws.ToString(s.ShardId)] = s
 	}
-	d := 0
-	for p := aws.ToString(s.ParentShardId); p != ""; {
-		ps, ok := byID[p]
-		if !ok {
-			break
+	depth := func(s types.Shard) int {
+		d := 0
+		for p := aws.ToString(s.ParentShardId); p != ""; d++ {
+			ps, ok := byID[p]
+			if !ok {
+				break
+			}
+			p = aws.ToString(ps.ParentShardId)
 		}
-		d++
-		p = aws.ToString(ps.ParentShardId)
+		return d
 	}
-	return d
+	sort.SliceStable(shards, func(i, j int) bool { return depth(shards[i]) < depth(shards[j]) })
+	return shards, nil
 }
 
-func readShard(ctx context.Context, client *kinesis.Client, stream, shard string) ([]Record, error) {
+func readShard(ctx context.Context, client *kinesis.Client, stream string, shard types.Shard) ([]Record, error) {
+	id := aws.ToString(shard.ShardId)
+	lo, hi := hashRange(shard)
 	it, err := client.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{
-		StreamName: aws.String(stream), ShardId: aws.String(shard), ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
+		StreamName: aws.String(stream), ShardId: aws.String(id), ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("iterator for %s: %w", shard, err)
+		return nil, fmt.Errorf("iterator for %s: %w", id, err)
 	}
 	var out []Record
 	iter := it.ShardIterator
 	for iter != nil {
 		page, err := client.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(10000)})
+		var throttled *types.ProvisionedThroughputExceededException
+		if errors.As(err, &throttled) {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", shard, err)
+			return nil, fmt.Errorf("reading %s: %w", id, err)
 		}
 		for _, r := range page.Records {
-			out = append(out, userRecords(shard, r)...)
+			out = append(out, userRecords(id, r, lo, hi)...)
 		}
 		if len(page.Records) == 0 && aws.ToInt64(page.MillisBehindLatest) == 0 {
 			break
@@ -97,28 +131,85 @@ func readShard(ctx context.Context, client *kinesis.Client, stream, shard string
 	return out, nil
 }
 
-func userRecords(shard string, r types.Record) []Record {
-	seq := aws.ToString(r.SequenceNumber)
-	datas := [][]byte{r.Data}
-	if kpl.IsAggregated(r.Data) {
-		recs, err := kpl.Decode(r.Data)
-		if err != nil {
-			return []Record{{ShardID: shard, Sequence: seq, Data: r.Data, Err: err}}
-		}
-		datas = datas[:0]
-		for _, u := range recs {
-			datas = append(datas, u.Data)
-		}
+func hashRange(s types.Shard) (lo, hi *big.Int) {
+	lo, hi = new(big.Int), new(big.Int)
+	if s.HashKeyRange != nil {
+		lo.SetString(aws.ToString(s.HashKeyRange.StartingHashKey), 10)
+		hi.SetString(aws.ToString(s.HashKeyRange.EndingHashKey), 10)
 	}
-	out := make([]Record, 0, len(datas))
-	for _, d := range datas {
-		e, err := cdc.Decode(d)
-		out = append(out, Record{ShardID: shard, Sequence: seq, Data: d, Event: e, Err: err})
+	return lo, hi
+}
+
+// userRecords splits a Kinesis record into its user records and checks
+// each: an aggregate must decode, each user record's hash key must fall in
+// the shard it was read from (a KCL consumer drops it otherwise), and its
+// partition key must be the envelope's partitionkey.
+func userRecords(shard string, r types.Record, lo, hi *big.Int) []Record {
+	base := Record{ShardID: shard, Sequence: aws.ToString(r.SequenceNumber), PartitionKey: aws.ToString(r.PartitionKey),
+		Arrival: aws.ToTime(r.ApproximateArrivalTimestamp)}
+	if !isAggregate(r.Data) {
+		rec := base
+		rec.Data = r.Data
+		rec.check("")
+		return []Record{rec}
+	}
+	users, err := deaggregate(r.Data)
+	if err != nil {
+		rec := base
+		rec.Data, rec.Aggregated, rec.Err = r.Data, true, err
+		return []Record{rec}
+	}
+	out := make([]Record, len(users))
+	for i, u := range users {
+		rec := base
+		rec.SubIndex, rec.Aggregated, rec.PartitionKey, rec.Data = i, true, u.PartitionKey, u.Data
+		rec.check(hashKeyProblem(u, lo, hi))
+		out[i] = rec
 	}
 	return out
 }
 
-// Report summarises a stream read against the expected changes.
+// check parses the record's envelope; problem is an earlier finding.
+func (r *Record) check(problem string) {
+	env, err := parseEnvelope(r.Data)
+	switch {
+	case err != nil:
+		r.Err = err
+	case problem != "":
+		r.Err = fmt.Errorf("envelope %q: %s", env.ID, problem)
+	case env.PartitionKey != r.PartitionKey:
+		r.Err = fmt.Errorf("envelope %q: partitionkey %q, but the record's partition key is %q", env.ID, env.PartitionKey, r.PartitionKey)
+	}
+	if r.Err != nil {
+		return
+	}
+	ev, err := cdc.Decode(r.Data)
+	if err != nil {
+		r.Err = fmt.Errorf("the cdc package cannot decode an envelope the verifier accepts: %w", err)
+		return
+	}
+	r.Env, r.Event = env, ev
+}
+
+// hashKeyProblem says why a user record of an aggregate would be dropped
+// by a consumer reading the shard with the given hash key range.
+func hashKeyProblem(u aggUser, lo, hi *big.Int) string {
+	h := new(big.Int)
+	if u.ExplicitHashKey != "" {
+		if _, ok := h.SetString(u.ExplicitHashKey, 10); !ok {
+			return fmt.Sprintf("explicit hash key %q is not a decimal number", u.ExplicitHashKey)
+		}
+	} else {
+		sum := md5.Sum([]byte(u.PartitionKey))
+		h.SetBytes(sum[:])
+	}
+	if h.Cmp(lo) < 0 || h.Cmp(hi) > 0 {
+		return fmt.Sprintf("hash key %s lies outside the shard's range [%s, %s]: a KCL consumer would drop it", h, lo, hi)
+	}
+	return ""
+}
+
+// Report summarises a stream read: duplicates and per-key order.
 type Report struct {
 	Records         int      // user records read
 	Invalid         int      // records that are not valid envelopes
@@ -128,7 +219,8 @@ type Report struct {
 }
 
 // Check counts duplicates and order violations among first occurrences of
-// each id: within a partition key, sequences must increase.
+// each id: within a partition key, sequences must increase. It returns the
+// first occurrence of every source+id.
 func Check(recs []Record) (Report, map[string]*cdc.Event) {
 	rep := Report{Records: len(recs)}
 	first := map[string]*cdc.Event{}
@@ -150,7 +242,7 @@ func Check(recs []Record) (Report, map[string]*cdc.Event) {
 		first[k] = r.Event
 		firstData[k] = string(r.Data)
 		pk := r.Event.Source + " " + r.Event.PartitionKey
-		if s, ok := last[pk]; ok && r.Event.Sequence <= s && r.Event.Sequence != "" {
+		if s, ok := last[pk]; ok && r.Event.Sequence != "" && r.Event.Sequence <= s {
 			rep.OrderViolations = append(rep.OrderViolations, fmt.Sprintf("%s: %s after %s", r.Event.PartitionKey, r.Event.Sequence, s))
 		}
 		last[pk] = r.Event.Sequence
