@@ -128,6 +128,12 @@ func (p *Producer) entryFailed(b *batch, e *entry, res *entryResult) {
 			st.ThrottledEntries++
 			st.LastThrottleAt = l.now
 		})
+		// The shard is busier than planned (another writer, a hot
+		// shard): charge its bucket again for the throttled record, so the
+		// whole shard slows down in proportion, not only the throttled key.
+		if e.mapVer == l.smap.version {
+			e.shard.recsLim.ReserveN(l.now, 1)
+		}
 	}
 	p.releaseKeys(b, e, func(k *keyState, head *record) {
 		head.attempts++
