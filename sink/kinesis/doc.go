@@ -47,8 +47,8 @@
 //
 // Because a key has one record in flight at a time, a single hot key moves
 // at one record per PutRecords round trip: about 1/RTT records per second
-// (50 records/s at a 20 ms round trip; about 1,000/s
-// against a local endpoint). Aggregation lifts the bound: a key's queued
+// (50 records/s at a 20 ms round trip; about 1,000/s against a local
+// endpoint). Aggregation lifts the bound: a key's queued
 // records go out together in one aggregated record (up to
 // AggregateMaxBytes), so a hot key moves a whole run per round trip.
 // OrderingNone lifts it differently: records of one key share requests
@@ -67,10 +67,12 @@
 // record's shard is predicted from the MD5 of its partition key. Per-shard
 // token buckets (ShardHeadroom of 1 MiB/s and 1000 records/s, bursting to
 // at least the largest allowed record) pace the producer below the shard
-// limits; throttled entries still back off. A put result whose ShardId
-// differs from the prediction (a split or merge happened) reloads the map
-// (at most once a second). A stream whose RecordDistributionStrategy is
-// AUTO ignores partition keys: it is refused with OrderingKey and with
+// limits; throttled entries still back off, and each is charged to its
+// shard's bucket again, so the shard slows in proportion. A put result
+// whose ShardId differs from the prediction (a split or merge happened)
+// reloads the map (at most once a second; not on AUTO streams, where
+// placement is not predictable). A stream whose RecordDistributionStrategy
+// is AUTO ignores partition keys: it is refused with OrderingKey and with
 // aggregation, at start and when the strategy changes at run time.
 //
 // # Aggregation
@@ -86,7 +88,11 @@
 // # Retries, timeouts and the two retry layers
 //
 // The SDK client made by NewClient does not retry (aws.NopRetryer): each
-// call is one HTTP attempt. ConnectTimeout bounds dialing plus the TLS
+// DescribeStreamSummary or ListShards call is one HTTP attempt.
+// PutRecords does not go through the SDK's operation stack at all: the
+// producer writes the request itself (see wire.go) with the client's
+// endpoint resolver, credentials, SigV4 signer and HTTP client, one
+// attempt per call. ConnectTimeout bounds dialing plus the TLS
 // handshake together; RequestTimeout bounds one attempt, connecting
 // included. The producer is the only retry layer, so no wait is multiplied
 // by hidden SDK attempts, the SDK's client-side retry quota never fails a
