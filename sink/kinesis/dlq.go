@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
@@ -150,6 +151,10 @@ func (w *dlqWriter) write(j dlqJob) (string, error) {
 			f.Close()
 			return "", err
 		}
+		// The lock tells `cdcbridge dlq replay` that this file is still
+		// being written, so it replays its lines but does not remove it.
+		// A file system without flock only loses that hint.
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		w.f, w.size = f, st.Size()
 	}
 	line := make([]byte, 0, len(j.r.buf)+len(j.detail)+len(w.stream)+128)
