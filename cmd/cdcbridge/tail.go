@@ -278,7 +278,13 @@ func (t *tailer) print(shardID string, r types.Record) {
 			fmt.Fprintf(t.errOut, "shard %s record %s: not a cdcbridge envelope: %v\n", shardID, seq, err)
 			continue
 		}
-		if dup, _ := t.filter.Seen(e.Source, e.ID, e.PartitionKey, e.Sequence); dup {
+		id, seq := e.ID, e.Sequence
+		if e.Replayed {
+			// A replay from the dead-letter directory repeats the id and
+			// sequence of its placeholder on purpose: show it once.
+			id, seq = e.ID+" replayed", ""
+		}
+		if dup, _ := t.filter.Seen(e.Source, id, e.PartitionKey, seq); dup {
 			continue
 		}
 		t.out.Write(d)

@@ -52,21 +52,8 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 	}
 	p.closers = append(p.closers, store.Close)
 
-	sinkCfg := kinesissink.Config{
-		Stream:            cfg.KinesisStream,
-		Linger:            cfg.KinesisLinger,
-		MaxInFlight:       cfg.KinesisMaxInFlight,
-		Aggregate:         cfg.KinesisAggregate,
-		ConnectTimeout:    cfg.KinesisConnectTimeout,
-		RequestTimeout:    cfg.KinesisRequestTimeout,
-		Ordering:          kinesissink.Ordering(cfg.Ordering),
-		Oversize:          cfg.Oversize,
-		DLQDir:            cfg.DLQDir,
-		MaxInFlightBytes:  cfg.MaxInFlightBytes,
-		MaxInFlightEvents: cfg.MaxInFlightEvents,
-		MaxRequestBytes:   int(cfg.KinesisMaxRequestBytes),
-		Heartbeat:         h.heartbeat("kinesis sink"),
-	}
+	sinkCfg := sinkConfig(cfg)
+	sinkCfg.Heartbeat = h.heartbeat("kinesis sink")
 	producer, err := kinesissink.New(sinkCfg, kinesissink.NewClient(awsCfg, sinkCfg), reg, log.With("component", "sink"))
 	if err != nil {
 		return fail(fmt.Errorf("kinesis sink: %w", err))
@@ -119,4 +106,21 @@ func streamsClient(awsCfg aws.Config) *dynamodbstreams.Client {
 		tr.MaxIdleConnsPerHost = 256
 	})
 	return dynamodbstreams.NewFromConfig(awsCfg, func(o *dynamodbstreams.Options) { o.HTTPClient = httpClient })
+}
+
+func sinkConfig(cfg *Config) kinesissink.Config {
+	return kinesissink.Config{
+		Stream:            cfg.KinesisStream,
+		Linger:            cfg.KinesisLinger,
+		MaxInFlight:       cfg.KinesisMaxInFlight,
+		Aggregate:         cfg.KinesisAggregate,
+		ConnectTimeout:    cfg.KinesisConnectTimeout,
+		RequestTimeout:    cfg.KinesisRequestTimeout,
+		Ordering:          kinesissink.Ordering(cfg.Ordering),
+		Oversize:          cfg.Oversize,
+		DLQDir:            cfg.DLQDir,
+		MaxInFlightBytes:  cfg.MaxInFlightBytes,
+		MaxInFlightEvents: cfg.MaxInFlightEvents,
+		MaxRequestBytes:   int(cfg.KinesisMaxRequestBytes),
+	}
 }
