@@ -3,8 +3,6 @@ package kinesis
 import (
 	"fmt"
 	"time"
-
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 )
 
 // takeIntake moves the records Put since the last look into their tables
@@ -271,12 +269,18 @@ func (p *Producer) fillFromShard(b *batch, s *shard) (full bool) {
 			s.bytesLim.ReserveN(l.now, usedB)
 		}
 	}()
-	block := func(size int) {
+	// fits reports whether the shard's tokens allow one more record of
+	// size bytes; if not, the shard waits until they do.
+	fits := func(size int) bool {
+		if float64(usedR+1) <= recTok && float64(usedB+size) <= byteTok {
+			return true
+		}
 		need := max((float64(usedB+size)-byteTok)/float64(s.bytesLim.Limit()), (float64(usedR+1)-recTok)/float64(s.recsLim.Limit()))
-		wait := time.Duration(need*float64(time.Second)) + time.Millisecond
+		wait := max(time.Duration(need*float64(time.Second)), 0) + time.Millisecond
 		s.blockedUntil = l.now.Add(wait)
 		p.m.throttleWaits.Inc()
 		p.m.throttleWait.Add(wait.Seconds())
+		return false
 	}
 	for s.readyHead != nil && l.fatal == nil {
 		if len(b.entries) >= maxRecordsPerRequest {
@@ -291,28 +295,28 @@ func (p *Producer) fillFromShard(b *batch, s *shard) (full bool) {
 			continue
 		}
 		room := p.cfg.MaxRequestBytes - b.bytes
-		if float64(usedR+1) > recTok || float64(usedB+min(size, room)) > byteTok {
-			if size <= room {
-				block(size)
-				return false
+		if p.cfg.Aggregate && !r.noAgg {
+			// The head record as a one-record aggregate: exact size.
+			if lone := l.emptyAgg.SizeWith(r.pk, "", len(r.buf)) + len(r.pk); lone <= l.aggMax {
+				if lone > room {
+					return true
+				}
+				if !fits(lone) {
+					return false
+				}
+				if n, used := p.aggregate(b, s, min(l.aggMax, room, int(byteTok)-usedB)); n > 0 {
+					usedR++
+					usedB += used
+					continue
+				}
+				// Not reached (it fits alone); send it plain.
 			}
 		}
 		if size > room {
 			return true
 		}
-		if p.cfg.Aggregate && !r.noAgg && size+kplRecordOverhead <= l.aggMax {
-			capBytes := min(l.aggMax, room, int(byteTok)-usedB)
-			n, used := p.aggregate(b, s, capBytes)
-			if n == 0 {
-				if size+kplRecordOverhead > room {
-					return true
-				}
-				block(size + kplRecordOverhead)
-				return false
-			}
-			usedR++
-			usedB += used
-			continue
+		if !fits(size) {
+			return false
 		}
 		p.unready(s, k)
 		k.sent = 1
@@ -322,9 +326,6 @@ func (p *Producer) fillFromShard(b *batch, s *shard) (full bool) {
 	}
 	return false
 }
-
-// kplRecordOverhead bounds what aggregating adds to a lone record.
-const kplRecordOverhead = kpl.Overhead + 32
 
 // aggregate builds one aggregate from s's ready keys, at most capBytes
 // (partition key included), and adds it to b. It returns the user records

@@ -226,3 +226,48 @@ func TestDLQLineGolden(t *testing.T) {
 		t.Errorf("ref %q, want line 1", ref)
 	}
 }
+
+// TestAggregationNearRecordLimit: a record that fits the stream's limit
+// plain but not as an aggregate is sent plain (not dead-lettered, not
+// stuck waiting for tokens it can never have).
+func TestAggregationNearRecordLimit(t *testing.T) {
+	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Keep: true}, cfg: Config{Aggregate: true}})
+	kib := int32(2)
+	h.fake.SetOverrides(kinesisfake.Overrides{MaxRecordSizeInKiB: &kib})
+	h.start()
+	ctx := context.Background()
+	long := strings.Repeat("k", 180) // the aggregate repeats the key
+	for i := range 5 {
+		// Find the padding that makes the record 1990 of 2048 bytes:
+		// under the limit plain, over it as an aggregate.
+		pad := 10
+		for {
+			e := h.event(long+strconv.Itoa(i), pad)
+			b, _ := cdc.Encode(e)
+			size := len(b) + len(e.PartitionKey)
+			if size >= 1990 {
+				if size > 2000 {
+					t.Fatalf("record of %d bytes, want 1990", size)
+				}
+				if err := h.put(ctx, e); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+			h.mu.Lock()
+			h.n-- // reuse the id
+			h.mu.Unlock()
+			pad += 1990 - size
+		}
+	}
+	h.putKeys(20, 5, 10)
+	h.flush(10 * time.Second)
+	h.checkAcks()
+	recs := fakeRecords(h.fake)
+	h.checkStream(recs, true)
+	for _, r := range recs {
+		if r.ev.Oversize != nil {
+			t.Fatalf("event %s dead-lettered though it fits the stream's limit: %+v %d", r.ev.ID, r.ev.Oversize, len(r.pk))
+		}
+	}
+}

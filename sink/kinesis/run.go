@@ -42,11 +42,12 @@ type loopState struct {
 	awaitMap    []*keyState
 	mapAt       time.Time // when the current shard map was installed
 
-	agg   kpl.Aggregator
-	acked []*record
-	spare []*record
-	fatal error
-	now   time.Time
+	agg      kpl.Aggregator
+	emptyAgg kpl.Aggregator // never added to: sizes a lone record
+	acked    []*record
+	spare    []*record
+	fatal    error
+	now      time.Time
 }
 
 // Run describes the stream, lists its shards and then sends until ctx
