@@ -44,7 +44,7 @@ func TestDLQReplay(t *testing.T) {
 	work := t.TempDir()
 	dlqDir := filepath.Join(work, "dlq")
 	env := []string{
-		"CDCBRIDGE_SOURCE=postgres", "CDCBRIDGE_POSTGRES_URL=" + pg.URL(dbName), "CDCBRIDGE_KINESIS_STREAM=" + stream,
+		"CDCBRIDGE_SOURCE=postgres", "CDCBRIDGE_POSTGRES_URL=" + pg.URL(dbName), "CDCBRIDGE_POSTGRES_SLOT=" + testenv.UniqueName("slot"), "CDCBRIDGE_KINESIS_STREAM=" + stream,
 		"CDCBRIDGE_CHECKPOINT_STORE=file://" + filepath.Join(work, "cp.json"), "CDCBRIDGE_DLQ_DIR=" + dlqDir,
 		"AWS_ENDPOINT_URL_KINESIS=" + fake.URL,
 	}

@@ -201,7 +201,7 @@ func TestDaemonPostgresToKinesis(t *testing.T) {
 
 	work := t.TempDir()
 	env := []string{
-		"CDCBRIDGE_SOURCE=postgres", "CDCBRIDGE_POSTGRES_URL=" + pg.URL(dbName), "CDCBRIDGE_KINESIS_STREAM=" + stream,
+		"CDCBRIDGE_SOURCE=postgres", "CDCBRIDGE_POSTGRES_URL=" + pg.URL(dbName), "CDCBRIDGE_POSTGRES_SLOT=" + testenv.UniqueName("slot"), "CDCBRIDGE_KINESIS_STREAM=" + stream,
 		"CDCBRIDGE_CHECKPOINT_STORE=file://" + filepath.Join(work, "cp.json"), "CDCBRIDGE_DLQ_DIR=" + filepath.Join(work, "dlq"),
 		"AWS_ENDPOINT_URL_KINESIS=" + kin.Endpoint, "CDCBRIDGE_SHUTDOWN_TIMEOUT=10s",
 	}
