@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -284,4 +285,24 @@ func TestOutageMidRun(t *testing.T) {
 			h.checkStream(fakeRecords(h.fake), true)
 		})
 	}
+}
+
+// TestLoopDoesNotSpin: while requests fail and the producer backs off,
+// its loop waits instead of spinning (counted through Heartbeat).
+func TestLoopDoesNotSpin(t *testing.T) {
+	var beats atomic.Int64
+	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Keep: true},
+		cfg: Config{RetryBase: 400 * time.Millisecond, RetryMax: 400 * time.Millisecond, Heartbeat: func() { beats.Add(1) }}})
+	h.fake.SetFaults(kinesisfake.Faults{FailRequests: 1})
+	h.start()
+	h.putKeys(200, 50, 10)
+	time.Sleep(200 * time.Millisecond)
+	before := beats.Load()
+	time.Sleep(time.Second)
+	if n := beats.Load() - before; n > 200 || n < 1 {
+		t.Errorf("%d loop iterations in a second of backing off", n)
+	}
+	h.fake.SetFaults(kinesisfake.Faults{})
+	h.flush(10 * time.Second)
+	h.checkAcks()
 }

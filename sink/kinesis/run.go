@@ -180,7 +180,13 @@ func (p *Producer) nextWake() time.Time {
 			next = t
 		}
 	}
-	if l.readyRecs > 0 && len(l.active) > 0 && l.inflight < p.cfg.MaxInFlight {
+	// Only when a request could go: otherwise a past linger deadline
+	// would spin the loop until a slot frees or the gate opens.
+	limit := p.cfg.MaxInFlight
+	if l.reqFailures > 0 {
+		limit = 1
+	}
+	if l.readyRecs > 0 && len(l.active) > 0 && l.inflight < limit && !l.gateUntil.After(l.now) {
 		earlier(l.lingerStart.Add(p.cfg.Linger))
 	}
 	if len(l.retry) > 0 {
