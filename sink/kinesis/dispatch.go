@@ -1,7 +1,6 @@
 package kinesis
 
 import (
-	"fmt"
 	"time"
 )
 
@@ -325,106 +324,4 @@ func (p *Producer) fillFromShard(b *batch, s *shard) (full bool) {
 		usedB += size
 	}
 	return false
-}
-
-// aggregate builds one aggregate from s's ready keys, at most capBytes
-// (partition key included), and adds it to b. It returns the user records
-// taken and the entry's size.
-func (p *Producer) aggregate(b *batch, s *shard, capBytes int) (int, int) {
-	l := &p.loop
-	a := &l.agg
-	a.Reset()
-	first := len(b.recs)
-	var aggPK *string
-	for s.readyHead != nil {
-		k := s.readyHead
-		take := 0
-		for r := k.head; r != nil; r = r.next {
-			if r.noAgg || r.size() > l.recordLimit {
-				break
-			}
-			pkLen := len(r.pk)
-			if aggPK != nil {
-				pkLen = len(*aggPK)
-			}
-			if a.SizeWith(r.pk, "", len(r.buf))+pkLen > capBytes {
-				break
-			}
-			if aggPK == nil {
-				aggPK = &r.pk
-			}
-			a.Add(r.pk, r.buf)
-			b.recs = append(b.recs, r)
-			take++
-		}
-		if take == 0 {
-			break
-		}
-		p.unready(s, k)
-		k.sent = take
-		if take < k.n {
-			break // the aggregate is full
-		}
-	}
-	n := a.Len()
-	switch n {
-	case 0:
-		return 0, 0
-	case 1:
-		r := b.recs[first]
-		b.recs = b.recs[:first]
-		b.addRecord(s, l.smap.version, r)
-		return 1, r.size()
-	}
-	blob := a.Bytes(getBuf(a.Size()))
-	b.addAggregate(s, l.smap.version, first, blob, aggPK)
-	p.m.userPerAgg.Observe(float64(n))
-	return n, len(blob) + len(*aggPK)
-}
-
-// oversize handles a record over the stream's limit: the producer stops
-// (OversizeFail), or the record goes to the dead-letter directory and its
-// key waits for the placeholder.
-func (p *Producer) oversize(k *keyState, r *record) {
-	l := &p.loop
-	if p.cfg.Oversize == OversizeFail {
-		l.fatal = fmt.Errorf("event %s (table %s): record of %d bytes (envelope plus partition key) exceeds the limit of %d bytes of stream %s (CDCBRIDGE_OVERSIZE=fail)",
-			r.id, r.subject, r.size(), l.recordLimit, p.label)
-		return
-	}
-	if r.placeheld {
-		l.fatal = fmt.Errorf("event %s (table %s): its dead-letter placeholder of %d bytes exceeds the limit of %d bytes of stream %s", r.id, r.subject, r.size(), l.recordLimit, p.label)
-		return
-	}
-	p.toDLQ(k, r, "oversize", fmt.Sprintf("record of %d bytes exceeds the stream's limit of %d bytes", r.size(), l.recordLimit))
-}
-
-// toDLQ parks k while its head record is written to the dead-letter directory.
-func (p *Producer) toDLQ(k *keyState, r *record, reason, detail string) {
-	k.parked = true
-	p.dlq.enqueue(dlqJob{r: r, reason: reason, detail: detail, limit: p.loop.recordLimit})
-}
-
-// dlqDone swaps the dead-lettered record's envelope for its placeholder
-// and lets its key go on.
-func (p *Producer) dlqDone(d dlqDone) {
-	l := &p.loop
-	r := d.job.r
-	if d.err != nil {
-		l.fatal = d.err
-		return
-	}
-	k := r.key
-	k.bytes -= int64(r.size())
-	putBuf(r.buf)
-	r.buf = d.buf
-	r.placeheld = true
-	r.noAgg = true
-	k.bytes += int64(r.size())
-	k.parked = false
-	p.m.dlqRecords.WithLabelValues(d.job.reason).Inc()
-	p.status.update(func(st *Status) { st.DLQRecords++ })
-	p.log.Warn("event written to the dead-letter directory; a placeholder takes its place on the stream",
-		"id", r.id, "table", r.subject, "reason", d.job.reason, "detail", d.job.detail, "dlq", d.ref)
-	p.makeReady(k, true)
 }
