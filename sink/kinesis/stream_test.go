@@ -2,6 +2,7 @@ package kinesis
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
@@ -274,5 +275,50 @@ func TestReshardingNullMode(t *testing.T) {
 				t.Errorf("%d ListShards calls: the map was not refreshed after resharding", q)
 			}
 		})
+	}
+}
+
+func TestSummaryReread(t *testing.T) {
+	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Keep: true}, cfg: Config{SummaryInterval: 20 * time.Millisecond}})
+	creating := aws.String("CREATING")
+	h.fake.SetOverrides(kinesisfake.Overrides{StreamStatus: creating})
+	h.start()
+	time.Sleep(150 * time.Millisecond)
+	if h.p.Ready() {
+		t.Fatal("ready while the stream is still being created")
+	}
+	h.fake.SetOverrides(kinesisfake.Overrides{})
+	deadline := time.Now().Add(5 * time.Second)
+	for !h.p.Ready() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !h.p.Ready() {
+		t.Fatal("not ready once the stream is ACTIVE")
+	}
+	// The record limit shrinks at run time: a record over the new limit
+	// goes to the dead-letter directory instead of being rejected.
+	kib := int32(1)
+	h.fake.SetOverrides(kinesisfake.Overrides{MaxRecordSizeInKiB: &kib})
+	for time.Now().Before(deadline) {
+		if st := h.p.Status().(Status); st.MaxRecordBytes == 1024 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.putKeys(5, 5, 2000)
+	h.flush(10 * time.Second)
+	h.checkAcks()
+	n := 0
+	for _, r := range fakeRecords(h.fake) {
+		if r.ev.Oversize != nil {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Fatalf("%d placeholders after the limit shrank, want 5", n)
+	}
+	b, err := json.Marshal(h.p.Status())
+	if err != nil || !strings.Contains(string(b), `"max_record_bytes":1024`) {
+		t.Fatalf("status JSON %s: %v", b, err)
 	}
 }
