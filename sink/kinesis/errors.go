@@ -127,16 +127,19 @@ func resultLabel(c errClass, code string) string {
 	return "error"
 }
 
-// knownEntryCodes bound the code label of failed entries.
-var knownEntryCodes = map[string]bool{
-	"ProvisionedThroughputExceededException": true,
-	"InternalFailure":                        true,
-	"KMSThrottlingException":                 true,
-}
-
-func entryCodeLabel(code string) string {
-	if knownEntryCodes[code] {
+// codeLabel bounds the code label of failed records: known AWS codes and
+// transport failures by name, anything else "other".
+func codeLabel(code string) string {
+	if _, ok := codeClass[code]; ok {
 		return code
+	}
+	switch code {
+	case "InternalFailure", "InternalFailureException", "ServiceUnavailable", "MissingResult",
+		"timeout", "connection reset", "connection refused", "connection closed", "bad response":
+		return code
+	}
+	if len(code) == 7 && code[:4] == "HTTP" {
+		return code // HTTP5xx
 	}
 	return "other"
 }

@@ -37,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		failedRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cdcbridge_kinesis_failed_records_total",
-			Help: "PutRecords entries that failed, by error code (per-entry codes, or the request's error for every entry of a failed request).",
+			Help: "Kinesis records that failed, by error code: the entry's code, or for every entry of a failed request the request's code or transport failure (timeout, connection reset, ...); other codes are \"other\".",
 		}, []string{"code"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cdcbridge_kinesis_retries_total",

@@ -121,7 +121,7 @@ func (p *Producer) releaseKeys(b *batch, e *entry, f func(k *keyState, head *rec
 // entryFailed schedules the entry's keys for a retry after their backoff.
 func (p *Producer) entryFailed(b *batch, e *entry, res *entryResult) {
 	l := &p.loop
-	p.m.failedRecords.WithLabelValues(entryCodeLabel(res.code)).Inc()
+	p.m.failedRecords.WithLabelValues(codeLabel(res.code)).Inc()
 	p.m.retries.Inc()
 	if res.code == "ProvisionedThroughputExceededException" || classify(apiCodeError(res.code)) == classThrottle {
 		p.status.update(func(st *Status) {
@@ -174,6 +174,7 @@ func (p *Producer) requestFailed(b *batch) {
 		p.log.Warn("PutRecords failed; retrying", "records", len(b.recs), "failures", l.reqFailures, "code", code, "err", b.err)
 	}
 	p.m.retries.Add(float64(len(b.info)))
+	p.m.failedRecords.WithLabelValues(codeLabel(code)).Add(float64(len(b.info)))
 	for i := range b.info {
 		p.releaseKeys(b, &b.info[i], func(k *keyState, _ *record) { p.makeReady(k, true) })
 	}

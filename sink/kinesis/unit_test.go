@@ -261,3 +261,19 @@ func TestTableBarrierState(t *testing.T) {
 		t.Fatal("not idle")
 	}
 }
+
+func TestCodeLabelIsBounded(t *testing.T) {
+	for code, want := range map[string]string{
+		"ProvisionedThroughputExceededException": "ProvisionedThroughputExceededException",
+		"InternalFailure":                        "InternalFailure",
+		"KMSThrottlingException":                 "KMSThrottlingException",
+		"timeout":                                "timeout",
+		"HTTP503":                                "HTTP503",
+		"SomethingNewException":                  "other",
+		"public.t:[42]":                          "other",
+	} {
+		if got := codeLabel(code); got != want {
+			t.Errorf("codeLabel(%q) = %q, want %q", code, got, want)
+		}
+	}
+}
