@@ -5,7 +5,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: deps build test lint demo
+.PHONY: deps build test lint demo bench
 
 deps:
 	scripts/install-test-deps
@@ -26,3 +26,9 @@ lint:
 # End to end on local stand-ins: PostgreSQL 15 and kinesalite.
 demo:
 	scripts/demo
+
+# Throughput, latency and footprint on this machine (several minutes; not
+# part of test). Prints a table and writes bench/results.json; PROFILE=1
+# also saves the bridge's CPU and allocation profiles in bench/out/profiles.
+bench: deps build
+	go run ./bench/cmd/bench $(if $(PROFILE),-profile)

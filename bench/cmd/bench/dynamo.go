@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cdcbridge/cdcbridge/internal/testenv"
+)
+
+const ddbTable = "bench"
+
+// item is one DynamoDB item of the benchmark: a composite key and about
+// 200 bytes of attributes, the same for DynamoDB Local and the scripted
+// stream.
+type item struct {
+	pk, sk, status, total, note string
+	tags                        []string
+}
+
+func benchItem(i int) item {
+	sum := md5.Sum([]byte(strconv.Itoa(i)))
+	h := hex.EncodeToString(sum[:])
+	return item{
+		pk:     fmt.Sprintf("customer#%05d", i%10_000),
+		sk:     strconv.Itoa(i),
+		status: "new",
+		total:  strconv.FormatFloat(float64(i%100_000)/100, 'f', 2, 64),
+		note:   h + h + h + h,
+		tags:   []string{"a", "b"},
+	}
+}
+
+func (it item) size() int {
+	return len(it.pk) + len(it.sk) + len(it.status) + len(it.total) + len(it.note) + 2 + 30
+}
+
+func (it item) keysJSON() map[string]any {
+	return map[string]any{"pk": map[string]any{"S": it.pk}, "sk": map[string]any{"N": it.sk}}
+}
+
+func (it item) json() map[string]any {
+	return map[string]any{
+		"pk":     map[string]any{"S": it.pk},
+		"sk":     map[string]any{"N": it.sk},
+		"status": map[string]any{"S": it.status},
+		"total":  map[string]any{"N": it.total},
+		"note":   map[string]any{"S": it.note},
+		"tags":   map[string]any{"SS": it.tags},
+	}
+}
+
+func (it item) attributes() map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{
+		"pk":     &types.AttributeValueMemberS{Value: it.pk},
+		"sk":     &types.AttributeValueMemberN{Value: it.sk},
+		"status": &types.AttributeValueMemberS{Value: it.status},
+		"total":  &types.AttributeValueMemberN{Value: it.total},
+		"note":   &types.AttributeValueMemberS{Value: it.note},
+		"tags":   &types.AttributeValueMemberSS{Value: it.tags},
+	}
+}
+
+// loadDynamoDB creates the table with a NEW_AND_OLD_IMAGES stream, writes
+// n items, and returns the stream's shard count.
+func loadDynamoDB(ctx context.Context, d *testenv.DynamoDBLocal, n int) (int, time.Duration, error) {
+	c := d.Client()
+	_, err := c.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName: aws.String(ddbTable),
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String("pk"), KeyType: types.KeyTypeHash},
+			{AttributeName: aws.String("sk"), KeyType: types.KeyTypeRange},
+		},
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String("pk"), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String("sk"), AttributeType: types.ScalarAttributeTypeN},
+		},
+		BillingMode:         types.BillingModePayPerRequest,
+		StreamSpecification: &types.StreamSpecification{StreamEnabled: aws.Bool(true), StreamViewType: types.StreamViewTypeNewAndOldImages},
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("creating table: %w", err)
+	}
+	start := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for lo := 0; lo < n; lo += 25 {
+		hi := min(lo+25, n)
+		g.Go(func() error {
+			reqs := make([]types.WriteRequest, 0, hi-lo)
+			for i := lo; i < hi; i++ {
+				reqs = append(reqs, types.WriteRequest{PutRequest: &types.PutRequest{Item: benchItem(i).attributes()}})
+			}
+			for len(reqs) > 0 {
+				out, err := c.BatchWriteItem(gctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]types.WriteRequest{ddbTable: reqs}})
+				if err != nil {
+					return err
+				}
+				reqs = out.UnprocessedItems[ddbTable]
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, 0, fmt.Errorf("writing items: %w", err)
+	}
+	took := time.Since(start)
+	desc, err := c.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(ddbTable)})
+	if err != nil {
+		return 0, 0, err
+	}
+	sd, err := d.StreamsClient().DescribeStream(ctx, &dynamodbstreams.DescribeStreamInput{StreamArn: desc.Table.LatestStreamArn})
+	if err != nil {
+		return 0, 0, err
+	}
+	return max(1, len(sd.StreamDescription.Shards)), took, nil
+}

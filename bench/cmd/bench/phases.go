@@ -1,0 +1,392 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcbridge/cdcbridge/internal/testenv"
+)
+
+// throughputPhase commits the backlog behind a base slot, then measures
+// rounds of (ceiling, bridge without aggregation, bridge with it), each
+// from its own copy of the base slot. Interleaving the three keeps a
+// change in the machine's load from favouring one of them.
+func (b *bench) throughputPhase(ctx context.Context) error {
+	const base = "bench_base"
+	b.plan = planBacklog(b.opts.changes)
+	if err := createSlot(ctx, b.conn, base); err != nil {
+		return err
+	}
+	startLSN, err := insertLSN(ctx, b.conn)
+	if err != nil {
+		return err
+	}
+	b.logf("committing the backlog: %d changes (one %d-row transaction, %d transactions of %d rows, %d single-row transactions, %d hot keys x %d changes)",
+		b.plan.Total, b.plan.BigTx, b.plan.Batches, b.plan.BatchRows, b.plan.Singles, b.plan.HotKeys, b.plan.HotChanges)
+	t0 := time.Now()
+	if err := loadBacklog(ctx, b.conn, b.plan); err != nil {
+		return fmt.Errorf("loading the backlog: %w", err)
+	}
+	endpos, err := insertLSN(ctx, b.conn)
+	if err != nil {
+		return err
+	}
+	var walMiB float64
+	_ = b.conn.QueryRow(ctx, `SELECT pg_wal_lsn_diff($1::pg_lsn, $2::pg_lsn) / 1048576`, endpos, startLSN).Scan(&walMiB)
+	b.logf("backlog committed in %.1fs: %.0f MiB of WAL up to %s", time.Since(t0).Seconds(), walMiB, endpos)
+	b.runs["backlog"] = map[string]any{"load_seconds": time.Since(t0).Seconds(), "wal_mib": walMiB, "end_lsn": endpos}
+
+	want := int64(b.plan.Total)
+	n := 0
+	copyOf := func(prefix string) (string, error) {
+		n++
+		name := fmt.Sprintf("%s_%d", prefix, n)
+		return name, copySlot(ctx, b.conn, base, name)
+	}
+
+	if b.want("throughput") {
+		// Warm-up: the first pass reads the WAL from disk into the page cache.
+		slot, err := copyOf("warm")
+		if err != nil {
+			return err
+		}
+		w, err := b.runCeiling(ctx, slot, endpos, b.plan.Total)
+		if err != nil {
+			return err
+		}
+		b.logf("warm-up pg_recvlogical: %.0f changes/s (not counted)", w.ChangesPerSecond)
+		if err := dropSlot(ctx, b.conn, slot); err != nil {
+			return err
+		}
+
+		var ceil []ceilingRun
+		var off, on []throughputRun
+		for i := range b.opts.reps {
+			slot, err := copyOf("ceiling")
+			if err != nil {
+				return err
+			}
+			c, err := b.runCeiling(ctx, slot, endpos, b.plan.Total)
+			if err != nil {
+				return err
+			}
+			ceil = append(ceil, c)
+			b.logf("ceiling #%d: %.0f changes/s (%.2fs, walsender CPU %.2fs, pg_recvlogical CPU %.2fs)", i+1, c.ChangesPerSecond, c.Seconds, c.WalsenderCPU, c.ClientCPU)
+			if err := dropSlot(ctx, b.conn, slot); err != nil {
+				return err
+			}
+			for _, agg := range []bool{false, true} {
+				slot, err := copyOf("bridge")
+				if err != nil {
+					return err
+				}
+				name := "aggregation off"
+				if agg {
+					name = "aggregation on"
+				}
+				r, err := b.runThroughput(ctx, runSpec{name: "backlog", env: b.pgEnv(slot, agg), want: want, slot: slot})
+				if err != nil {
+					return err
+				}
+				b.printRun(name, i, r)
+				if agg {
+					on = append(on, r)
+				} else {
+					off = append(off, r)
+				}
+				if err := dropSlot(ctx, b.conn, slot); err != nil {
+					return err
+				}
+			}
+		}
+		b.runs["ceiling"], b.runs["bridge"], b.runs["bridge_aggregated"] = ceil, off, on
+		b.figs["ceiling_changes_per_s"] = newFigure("changes/s", collect(ceil, func(c ceilingRun) float64 { return c.ChangesPerSecond }))
+		b.throughputFigures("bridge", off, ceil)
+		b.throughputFigures("bridge_agg", on, ceil)
+
+		if b.opts.profile {
+			for _, agg := range []bool{false, true} {
+				slot, err := copyOf("profile")
+				if err != nil {
+					return err
+				}
+				stem, runs := "aggregation-off", off
+				if agg {
+					stem, runs = "aggregation-on", on
+				}
+				secs := slices.Sorted(slices.Values(collect(runs, func(r throughputRun) float64 { return r.Seconds })))
+				r, err := b.runThroughput(ctx, runSpec{name: "profile", env: b.pgEnv(slot, agg), want: want, slot: slot,
+					profile: stem, cpuProf: time.Duration(median(secs) * float64(time.Second))})
+				if err != nil {
+					return err
+				}
+				b.logf("profiled run (%s): %.0f changes/s; profiles in %s", stem, r.ChangesPerSecond, filepath.Dir(b.profilePath(stem)))
+				if err := dropSlot(ctx, b.conn, slot); err != nil {
+					return err
+				}
+			}
+		}
+	}
+
+	if b.want("kinesalite") {
+		if err := b.kinesalitePhase(ctx, copyOf); err != nil {
+			return err
+		}
+	}
+	return dropSlot(ctx, b.conn, base)
+}
+
+// throughputFigures records one configuration's figures; the ratio to the
+// ceiling pairs each run with the ceiling run of its round.
+func (b *bench) throughputFigures(key string, runs []throughputRun, ceil []ceilingRun) {
+	per100k := func(f func(throughputRun) float64) []float64 {
+		return collect(runs, func(r throughputRun) float64 { return f(r) / float64(r.UserRecords) * 100_000 })
+	}
+	b.figs[key+"_changes_per_s"] = newFigure("changes/s", collect(runs, func(r throughputRun) float64 { return r.ChangesPerSecond }))
+	b.figs[key+"_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", collect(runs, func(r throughputRun) float64 { return r.CPUPer100k }))
+	b.figs[key+"_peak_rss_mib"] = newFigure("MiB", collect(runs, func(r throughputRun) float64 { return r.PeakRSSMiB }))
+	b.figs[key+"_walsender_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", per100k(func(r throughputRun) float64 { return r.WalsenderCPU }))
+	b.figs[key+"_endpoint_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", per100k(func(r throughputRun) float64 { return r.EndpointCPU }))
+	if len(ceil) == len(runs) {
+		ratios := make([]float64, len(runs))
+		for i := range runs {
+			ratios[i] = runs[i].ChangesPerSecond / ceil[i].ChangesPerSecond
+		}
+		b.figs[key+"_ratio_to_ceiling"] = newFigure("ratio", ratios)
+	}
+}
+
+// kinesalitePhase times the first changes of the backlog into kinesalite,
+// counted by the bridge's own delivered metric.
+func (b *bench) kinesalitePhase(ctx context.Context, copyOf func(string) (string, error)) error {
+	k, err := testenv.StartKinesalite()
+	if err != nil {
+		return err
+	}
+	defer k.Stop()
+	want := int64(min(b.opts.kinesalite, b.plan.Total))
+	var runs []throughputRun
+	for i := range b.opts.reps {
+		stream := fmt.Sprintf("bench%d", i)
+		// 1,000 records/s per shard: 32 shards keep the bridge's pacing
+		// well above kinesalite's own speed.
+		if err := k.CreateStream(ctx, stream, 32); err != nil {
+			return err
+		}
+		slot, err := copyOf("kinesalite")
+		if err != nil {
+			return err
+		}
+		r, err := b.runThroughput(ctx, runSpec{name: "kinesalite", want: want, slot: slot, kinesisURL: k.Endpoint,
+			env: b.pgEnv(slot, false, "CDCBRIDGE_KINESIS_STREAM="+stream, "CDCBRIDGE_SHUTDOWN_TIMEOUT=1s"),
+			count: func(br *bridge) (int64, error) {
+				m, err := br.metrics()
+				return int64(m["cdcbridge_events_delivered_total"]), err
+			}})
+		if err != nil {
+			return err
+		}
+		b.printRun("kinesalite", i, r)
+		runs = append(runs, r)
+		if err := dropSlot(ctx, b.conn, slot); err != nil {
+			return err
+		}
+	}
+	b.runs["kinesalite"] = runs
+	b.figs["kinesalite_changes_per_s"] = newFigure("changes/s", collect(runs, func(r throughputRun) float64 { return r.ChangesPerSecond }))
+	return nil
+}
+
+// latencyWindow is one latency repetition.
+type latencyWindow struct {
+	latencySummary
+	Rate float64 `json:"changes_per_second"`
+}
+
+// latencyPhase runs the bridge with default settings on a new slot while
+// changes are committed at a steady rate, and reads commit-to-accepted
+// latency from the endpoint in consecutive windows after a warm-up.
+func (b *bench) latencyPhase(ctx context.Context) error {
+	const slot = "bench_latency"
+	// The load updates existing rows (the backlog's, or these).
+	if _, err := b.conn.Exec(ctx, `INSERT INTO bench_items `+rowSelect+`(0, $1) g ON CONFLICT DO NOTHING`, distinctKeys-1); err != nil {
+		return err
+	}
+	ep, err := b.startEndpoint("latency", true)
+	if err != nil {
+		return err
+	}
+	defer ep.stop(syscall.SIGTERM, 5*time.Second)
+	br, err := b.startBridge("latency", false, append([]string{"AWS_ENDPOINT_URL_KINESIS=" + ep.URL}, b.pgEnv(slot, false)...)...)
+	if err != nil {
+		return err
+	}
+	defer br.shutdown(30 * time.Second)
+	if err := waitHTTP200(ctx, "http://"+br.httpAddr+"/readyz", br.child, time.Minute); err != nil {
+		return err
+	}
+	gen, err := pgx.Connect(ctx, b.pg.URL(database))
+	if err != nil {
+		return err
+	}
+	defer gen.Close(context.Background())
+	genCtx, stopGen := context.WithCancel(ctx)
+	type genResult struct {
+		n   int
+		err error
+	}
+	genDone := make(chan genResult, 1)
+	go func() {
+		n, err := steadyLoad(genCtx, gen, b.opts.latencyRate, 5)
+		genDone <- genResult{n, err}
+	}()
+	defer stopGen()
+	b.logf("latency: %d changes/s in 5-row transactions; %s warm-up, then %d windows of %s", b.opts.latencyRate, b.opts.latencyWarmup, b.opts.reps, b.opts.latencyWindow)
+	if err := sleepCtx(ctx, b.opts.latencyWarmup); err != nil {
+		return err
+	}
+	if _, err := ep.latency(true); err != nil {
+		return err
+	}
+	cpu0, err := readProc(br.pid())
+	if err != nil {
+		return err
+	}
+	var windows []latencyWindow
+	samples := 0
+	for i := range b.opts.reps {
+		t := time.Now()
+		if err := sleepCtx(ctx, b.opts.latencyWindow); err != nil {
+			return err
+		}
+		s, err := ep.latency(true)
+		if err != nil {
+			return err
+		}
+		if s.N == 0 || s.Bad > 0 {
+			return fmt.Errorf("latency window %d: %d samples, %d envelopes without a time\n%s", i+1, s.N, s.Bad, br.logTail(20))
+		}
+		w := latencyWindow{latencySummary: s, Rate: float64(s.N) / time.Since(t).Seconds()}
+		windows = append(windows, w)
+		samples += s.N
+		b.logf("latency #%d: p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d changes (%.0f/s)", i+1, s.P50, s.P99, s.Max, s.N, w.Rate)
+		if !br.running() {
+			return fmt.Errorf("cdcbridge exited: %s", br.logTail(20))
+		}
+	}
+	cpu1, err := readProc(br.pid())
+	if err != nil {
+		return err
+	}
+	stopGen()
+	if g := <-genDone; g.err != nil {
+		return fmt.Errorf("load generator: %w", g.err)
+	}
+	b.runs["latency"] = windows
+	b.figs["latency_p50_ms"] = newFigure("ms", collect(windows, func(w latencyWindow) float64 { return w.P50 }))
+	b.figs["latency_p99_ms"] = newFigure("ms", collect(windows, func(w latencyWindow) float64 { return w.P99 }))
+	b.figs["latency_max_ms"] = newFigure("ms", collect(windows, func(w latencyWindow) float64 { return w.Max }))
+	b.figs["latency_rate"] = newFigure("changes/s", collect(windows, func(w latencyWindow) float64 { return w.Rate }))
+	if samples > 0 {
+		v := (cpu1.CPUSeconds - cpu0.CPUSeconds) / float64(samples) * 100_000
+		b.figs["latency_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", []float64{v})
+	}
+	b.figs["latency_peak_rss_mib"] = newFigure("MiB", []float64{float64(cpu1.PeakRSS) / (1 << 20)})
+	br.shutdown(30 * time.Second)
+	return dropSlot(ctx, b.conn, slot)
+}
+
+// bigTxPhase commits one transaction of opts.bigTx rows behind a base
+// slot and drains copies of it.
+func (b *bench) bigTxPhase(ctx context.Context) error {
+	const base = "bench_big_base"
+	if err := createSlot(ctx, b.conn, base); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := loadBigTransaction(ctx, b.conn, b.opts.bigTx); err != nil {
+		return fmt.Errorf("big transaction: %w", err)
+	}
+	b.logf("one transaction of %d rows committed in %.1fs", b.opts.bigTx, time.Since(t0).Seconds())
+	var runs []throughputRun
+	for i := range b.opts.reps {
+		slot := fmt.Sprintf("bench_big_%d", i)
+		if err := copySlot(ctx, b.conn, base, slot); err != nil {
+			return err
+		}
+		r, err := b.runThroughput(ctx, runSpec{name: "bigtx", env: b.pgEnv(slot, false), want: int64(b.opts.bigTx), slot: slot, stall: 3 * time.Minute})
+		if err != nil {
+			return err
+		}
+		b.printRun("1,000,000-row transaction", i, r)
+		runs = append(runs, r)
+		if err := dropSlot(ctx, b.conn, slot); err != nil {
+			return err
+		}
+	}
+	b.runs["big_transaction"] = runs
+	b.throughputFigures("bigtx", runs, nil)
+	return dropSlot(ctx, b.conn, base)
+}
+
+// dynamoPhase times DynamoDB Local's stream and then the scripted stream
+// of the same items, both into the null endpoint.
+func (b *bench) dynamoPhase(ctx context.Context) error {
+	d, err := testenv.StartDynamoDB()
+	if err != nil {
+		return err
+	}
+	defer d.Stop()
+	shards, took, err := loadDynamoDB(ctx, d, b.opts.ddbItems)
+	if err != nil {
+		return err
+	}
+	b.logf("DynamoDB Local: %d items written in %.1fs; its stream has %d shard(s)", b.opts.ddbItems, took.Seconds(), shards)
+	var local []throughputRun
+	for i := range b.opts.reps {
+		r, err := b.runThroughput(ctx, runSpec{name: "dynamodb-local", want: int64(b.opts.ddbItems), env: []string{
+			"CDCBRIDGE_SOURCE=dynamodb",
+			"CDCBRIDGE_DYNAMODB_TABLE=" + ddbTable,
+			"AWS_ENDPOINT_URL_DYNAMODB=" + d.Endpoint,
+			"AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + d.Endpoint,
+		}})
+		if err != nil {
+			return err
+		}
+		b.printRun("DynamoDB Local", i, r)
+		local = append(local, r)
+	}
+	_ = d.Stop() // its JVM has no part in what follows
+
+	s, err := newScriptedStreams(ddbTable, shards, b.opts.scriptedItems)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	var scripted []throughputRun
+	for i := range b.opts.reps {
+		r, err := b.runThroughput(ctx, runSpec{name: "dynamodb-scripted", want: int64(b.opts.scriptedItems), env: []string{
+			"CDCBRIDGE_SOURCE=dynamodb",
+			"CDCBRIDGE_DYNAMODB_STREAM_ARN=" + s.ARN,
+			"AWS_ENDPOINT_URL_DYNAMODB=" + s.URL,
+			"AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + s.URL,
+		}})
+		if err != nil {
+			return err
+		}
+		b.printRun("scripted DynamoDB Streams", i, r)
+		scripted = append(scripted, r)
+	}
+	b.runs["dynamodb_local"], b.runs["dynamodb_scripted"] = local, scripted
+	b.figs["ddb_local_changes_per_s"] = newFigure("changes/s", collect(local, func(r throughputRun) float64 { return r.ChangesPerSecond }))
+	b.figs["ddb_local_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", collect(local, func(r throughputRun) float64 { return r.CPUPer100k }))
+	b.figs["ddb_scripted_changes_per_s"] = newFigure("changes/s", collect(scripted, func(r throughputRun) float64 { return r.ChangesPerSecond }))
+	b.figs["ddb_scripted_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", collect(scripted, func(r throughputRun) float64 { return r.CPUPer100k }))
+	return nil
+}

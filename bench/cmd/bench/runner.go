@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// endpoint is a running benchnull process.
+type endpoint struct {
+	*child
+	URL   string // Kinesis endpoint
+	stats string // latency endpoint
+}
+
+// endpointCounts is the part of kinesisfake.Counts the benchmark reads.
+type endpointCounts struct {
+	PutRequests  int64
+	Accepted     int64
+	UserRecords  int64
+	UserBytes    int64
+	Aggregates   int64
+	DecodeErrors int64
+	BadEnvelopes int64
+	Unique       int64 // distinct envelope ids
+	Rejected     int64
+}
+
+func (b *bench) startEndpoint(name string, latency bool) (*endpoint, error) {
+	args := []string{"-shards", fmt.Sprint(b.opts.shards), "-stream", streamName}
+	if latency {
+		args = append(args, "-latency")
+	}
+	cmd := exec.Command(b.benchnull, args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	c, err := startChild("benchnull", cmd, filepath.Join(b.work, name+"-endpoint.log"))
+	if err != nil {
+		return nil, err
+	}
+	first := make(chan string, 1)
+	go func() {
+		r := bufio.NewReader(out)
+		line, _ := r.ReadString('\n')
+		first <- line
+		_, _ = io.Copy(io.Discard, r)
+	}()
+	var line string
+	select {
+	case line = <-first:
+	case <-time.After(10 * time.Second):
+	}
+	var addrs struct{ URL, Stats string }
+	if err := json.Unmarshal([]byte(line), &addrs); err != nil || addrs.URL == "" {
+		c.stop(syscall.SIGKILL, 0)
+		return nil, fmt.Errorf("benchnull did not start (%q): %s", line, c.logTail(10))
+	}
+	return &endpoint{child: c, URL: addrs.URL, stats: addrs.Stats}, nil
+}
+
+func (e *endpoint) counts() (endpointCounts, error) {
+	var c endpointCounts
+	resp, err := http.Get(e.URL + "/_fake/counts")
+	if err != nil {
+		return c, err
+	}
+	defer resp.Body.Close()
+	return c, json.NewDecoder(resp.Body).Decode(&c)
+}
+
+// latencySummary mirrors benchnull's Summary.
+type latencySummary struct {
+	N    int     `json:"n"`
+	Bad  int64   `json:"bad"`
+	P50  float64 `json:"p50_ms"`
+	P99  float64 `json:"p99_ms"`
+	Max  float64 `json:"max_ms"`
+	Mean float64 `json:"mean_ms"`
+}
+
+func (e *endpoint) latency(reset bool) (latencySummary, error) {
+	var s latencySummary
+	u := e.stats + "/latency"
+	if reset {
+		u += "?reset=1"
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// bridge is a running cdcbridge binary.
+type bridge struct {
+	*child
+	start    time.Time
+	httpAddr string
+	pprof    string // address of the profiling listener, "" without
+}
+
+// bridgeEnv is the environment of one bridge run: nothing is inherited
+// but PATH and HOME, so that no CDCBRIDGE_, AWS_ or GOMEMLIMIT setting of
+// the caller changes what is measured.
+func (b *bench) bridgeEnv(dir, httpAddr string, kv ...string) []string {
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + os.Getenv("HOME"),
+		"CDCBRIDGE_KINESIS_STREAM=" + streamName,
+		"CDCBRIDGE_CHECKPOINT_STORE=file://" + filepath.Join(dir, "checkpoints.json"),
+		"CDCBRIDGE_DLQ_DIR=" + filepath.Join(dir, "dlq"),
+		"CDCBRIDGE_HTTP_ADDR=" + httpAddr,
+		"CDCBRIDGE_LOG_FORMAT=text",
+		"CDCBRIDGE_ORDERING=key",
+		"AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=bench",
+		"AWS_SECRET_ACCESS_KEY=bench",
+		"AWS_EC2_METADATA_DISABLED=true",
+	}
+	env = append(env, kv...)
+	return append(env, b.opts.env...)
+}
+
+// startBridge runs the binary with env (from bridgeEnv) in a new directory.
+func (b *bench) startBridge(name string, profile bool, kv ...string) (*bridge, error) {
+	dir, err := os.MkdirTemp(b.work, name+"-")
+	if err != nil {
+		return nil, err
+	}
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	bin := b.bin
+	env := b.bridgeEnv(dir, httpAddr, kv...)
+	var pprofAddr string
+	if profile {
+		bin = b.profBin
+		if pprofAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		env = append(env, "CDCBRIDGE_BENCH_PPROF_ADDR="+pprofAddr)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = env
+	start := time.Now()
+	c, err := startChild("cdcbridge", cmd, filepath.Join(dir, "cdcbridge.log"))
+	if err != nil {
+		return nil, err
+	}
+	return &bridge{child: c, start: start, httpAddr: httpAddr, pprof: pprofAddr}, nil
+}
+
+func (br *bridge) metrics() (map[string]float64, error) {
+	return scrapeMetrics("http://" + br.httpAddr + "/metrics")
+}
+
+// shutdown stops the bridge with SIGTERM (flush and checkpoint), killing
+// it after grace.
+func (br *bridge) shutdown(grace time.Duration) { br.stop(syscall.SIGTERM, grace) }
+
+// waitCount polls count until it reaches want, returning when it did and
+// when the first record arrived. It fails when the bridge exits or when
+// nothing moved for stall.
+func waitCount(ctx context.Context, br *bridge, want int64, stall time.Duration, count func() (int64, error), progress *[][2]float64) (done, first time.Time, err error) {
+	last, lastMove := int64(-1), time.Now()
+	var lastSample time.Time
+	for {
+		n, cerr := count()
+		now := time.Now()
+		if cerr == nil && progress != nil && (now.Sub(lastSample) >= 250*time.Millisecond || n >= want) {
+			*progress = append(*progress, [2]float64{now.Sub(br.start).Seconds(), float64(n)})
+			lastSample = now
+		}
+		if cerr == nil {
+			if n > 0 && first.IsZero() {
+				first = now
+			}
+			if n >= want {
+				return now, first, nil
+			}
+			if n != last {
+				last, lastMove = n, now
+			}
+		}
+		if !br.running() {
+			return now, first, fmt.Errorf("cdcbridge exited after %d of %d records: %v\n%s", max(last, 0), want, br.err, br.logTail(20))
+		}
+		if now.Sub(lastMove) > stall {
+			return now, first, fmt.Errorf("no progress for %s at %d of %d records\n%s", stall, max(last, 0), want, br.logTail(20))
+		}
+		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+			return now, first, err
+		}
+	}
+}
+
+// fetchProfile saves one of the bridge's pprof profiles to path.
+func (br *bridge) fetchProfile(ctx context.Context, which, path string) error {
+	if br.pprof == "" {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+br.pprof+"/debug/pprof/"+which, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("fetching %s profile: %w", which, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("fetching %s profile: %s: %s", which, resp.Status, strings.TrimSpace(string(body)))
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -1,0 +1,517 @@
+package main
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"math/bits"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
+)
+
+// AWS's PutRecords limits.
+const (
+	maxRecords      = 500
+	maxRequestBytes = 5 << 20 // data plus partition keys
+	maxRecordBytes  = 1 << 20 // data plus partition key
+	maxKeyChars     = 256
+)
+
+type hashKey struct{ hi, lo uint64 }
+
+func (a hashKey) less(b hashKey) bool { return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo) }
+
+func hashOf(pk []byte) hashKey {
+	sum := md5.Sum(pk)
+	return hashKey{binary.BigEndian.Uint64(sum[:8]), binary.BigEndian.Uint64(sum[8:])}
+}
+
+// parseHashKey reads a decimal in [0, 2^128-1].
+func parseHashKey(s string) (hashKey, bool) {
+	if s == "" || len(s) > 39 {
+		return hashKey{}, false
+	}
+	var h hashKey
+	for i := 0; i < len(s); i++ {
+		d := s[i] - '0'
+		if d > 9 {
+			return hashKey{}, false
+		}
+		// h = h*10 + d, failing on overflow past 128 bits.
+		hiHi, hiLo := bits.Mul64(h.hi, 10)
+		loHi, loLo := bits.Mul64(h.lo, 10)
+		lo, c := bits.Add64(loLo, uint64(d), 0)
+		hi, c2 := bits.Add64(hiLo, loHi, c)
+		if hiHi != 0 || c2 != 0 {
+			return hashKey{}, false
+		}
+		h = hashKey{hi, lo}
+	}
+	return h, true
+}
+
+type shardRange struct {
+	id     string
+	lo, hi hashKey
+}
+
+// shardMap is the stream's open shards sorted by range.
+type shardMap struct{ shards []shardRange }
+
+func (m *shardMap) add(id string, lo, hi hashKey) {
+	m.shards = append(m.shards, shardRange{id: id, lo: lo, hi: hi})
+	sort.Slice(m.shards, func(i, j int) bool { return m.shards[i].lo.less(m.shards[j].lo) })
+}
+
+func (m *shardMap) route(h hashKey) *shardRange {
+	i := sort.Search(len(m.shards), func(i int) bool { return h.less(m.shards[i].lo) })
+	return &m.shards[max(i-1, 0)]
+}
+
+// Counts are the endpoint's counters.
+type Counts struct {
+	Requests     int64 // Kinesis API requests
+	PutRequests  int64
+	Entries      int64 // PutRecords entries received
+	Accepted     int64 // Kinesis records accepted
+	UserRecords  int64 // user records accepted (aggregates de-aggregated)
+	UserBytes    int64
+	Aggregates   int64
+	DecodeErrors int64 // aggregates that did not decode
+	BadEnvelopes int64 // user records that are not cdcbridge envelopes
+	Unique       int64 // distinct envelope ids among the user records
+	Rejected     int64 // requests rejected (limits, stream name, malformed)
+}
+
+type null struct {
+	stream, arn string
+	m           *shardMap
+	fake        http.Handler
+	lat         *latencies
+
+	seq  atomic.Uint64
+	c    [11]atomic.Int64 // in Counts' field order
+	mu   sync.Mutex
+	ids  map[uint64]struct{}
+	seed maphash.Seed
+
+	scratch sync.Pool // *request
+}
+
+const (
+	cRequests = iota
+	cPutRequests
+	cEntries
+	cAccepted
+	cUserRecords
+	cUserBytes
+	cAggregates
+	cDecodeErrors
+	cBadEnvelopes
+	cUnique
+	cRejected
+)
+
+func newNull(stream string, m *shardMap, fake http.Handler) *null {
+	return &null{
+		stream: stream,
+		arn:    "arn:aws:kinesis:us-east-1:000000000000:stream/" + stream,
+		m:      m,
+		fake:   fake,
+		ids:    make(map[uint64]struct{}, 1<<20),
+		seed:   maphash.MakeSeed(),
+	}
+}
+
+func (n *null) counts() Counts {
+	v := func(i int) int64 { return n.c[i].Load() }
+	return Counts{v(cRequests), v(cPutRequests), v(cEntries), v(cAccepted), v(cUserRecords), v(cUserBytes),
+		v(cAggregates), v(cDecodeErrors), v(cBadEnvelopes), v(cUnique), v(cRejected)}
+}
+
+func (n *null) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && r.URL.Path == "/_fake/counts" {
+		b, _ := json.Marshal(n.counts())
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+		return
+	}
+	n.c[cRequests].Add(1)
+	if r.Header.Get("X-Amz-Target") != "Kinesis_20131202.PutRecords" {
+		n.fake.ServeHTTP(w, r)
+		return
+	}
+	n.c[cPutRequests].Add(1)
+	q, _ := n.scratch.Get().(*request)
+	if q == nil {
+		q = &request{}
+	}
+	defer n.scratch.Put(q)
+	var err error
+	if q.body, err = readBody(q.body[:0], r); err != nil {
+		return
+	}
+	received := time.Now()
+	code, msg := q.parse()
+	if code == "" {
+		code, msg = n.check(q)
+	}
+	if code != "" {
+		n.c[cRejected].Add(1)
+		writeError(w, code, msg)
+		return
+	}
+	n.accept(q, received)
+	q.resp = n.appendResponse(q.resp[:0], q)
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.Header().Set("Content-Length", strconv.Itoa(len(q.resp)))
+	_, _ = w.Write(q.resp)
+}
+
+func readBody(dst []byte, r *http.Request) ([]byte, error) {
+	if r.ContentLength > 0 && int64(cap(dst)) < r.ContentLength {
+		dst = make([]byte, 0, r.ContentLength)
+	}
+	buf := bytes.NewBuffer(dst)
+	_, err := io.Copy(buf, r.Body)
+	return buf.Bytes(), err
+}
+
+func (n *null) check(q *request) (code, msg string) {
+	if (q.name != "" && q.name != n.stream) || (q.arn != "" && q.arn != n.arn) || (q.name == "" && q.arn == "") {
+		return "ResourceNotFoundException", fmt.Sprintf("Stream %s%s under account 000000000000 not found.", q.name, q.arn)
+	}
+	if len(q.entries) == 0 || len(q.entries) > maxRecords {
+		return "ValidationException", fmt.Sprintf("1 validation error detected: Value at 'records' failed to satisfy constraint: Member must have length between 1 and %d (got %d)", maxRecords, len(q.entries))
+	}
+	total := 0
+	for i := range q.entries {
+		e := &q.entries[i]
+		if k := utf8.RuneCount(e.pk); k < 1 || k > maxKeyChars {
+			return "ValidationException", fmt.Sprintf("1 validation error detected: Value at 'records.%d.member.partitionKey' failed to satisfy constraint: Member must have length between 1 and %d", i+1, maxKeyChars)
+		}
+		size := len(e.data) + len(e.pk)
+		if size > maxRecordBytes {
+			return "ValidationException", fmt.Sprintf("1 validation error detected: Value at 'records.%d.member.data' failed to satisfy constraint: record of %d bytes exceeds %d", i+1, size, maxRecordBytes)
+		}
+		if e.hasEHK {
+			if _, ok := parseHashKey(string(e.ehk)); !ok {
+				return "InvalidArgumentException", "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was " + string(e.ehk)
+			}
+		}
+		total += size
+	}
+	if total > maxRequestBytes {
+		return "InvalidArgumentException", fmt.Sprintf("Records size exceeds %d bytes limit (got %d)", maxRequestBytes, total)
+	}
+	return "", ""
+}
+
+var envelopePrefix = []byte(`{"specversion":"1.0","id":"`)
+
+// accept routes every entry and counts its user records.
+func (n *null) accept(q *request, received time.Time) {
+	var users, userBytes, aggs, decodeErrs, bad int64
+	q.hashes = q.hashes[:0]
+	user := func(data []byte) {
+		users++
+		userBytes += int64(len(data))
+		rest, ok := bytes.CutPrefix(data, envelopePrefix)
+		end := bytes.IndexByte(rest, '"')
+		if !ok || end <= 0 {
+			bad++
+			return
+		}
+		q.hashes = append(q.hashes, maphash.Bytes(n.seed, rest[:end]))
+		if n.lat != nil {
+			n.lat.add(received, data)
+		}
+	}
+	for i := range q.entries {
+		e := &q.entries[i]
+		var h hashKey
+		if e.hasEHK {
+			h, _ = parseHashKey(string(e.ehk))
+		} else {
+			h = hashOf(e.pk)
+		}
+		e.shard = n.m.route(h).id
+		e.seq = n.seq.Add(1)
+		if kpl.IsAggregated(e.data) {
+			var err error
+			q.users, err = kpl.AppendDecode(q.users[:0], e.data)
+			if err != nil {
+				decodeErrs++
+				continue
+			}
+			aggs++
+			for _, u := range q.users {
+				user(u.Data)
+			}
+			continue
+		}
+		user(e.data)
+	}
+	n.mu.Lock()
+	before := len(n.ids)
+	for _, h := range q.hashes {
+		n.ids[h] = struct{}{}
+	}
+	unique := len(n.ids) - before
+	n.mu.Unlock()
+	n.c[cEntries].Add(int64(len(q.entries)))
+	n.c[cAccepted].Add(int64(len(q.entries)))
+	n.c[cUserRecords].Add(users)
+	n.c[cUserBytes].Add(userBytes)
+	n.c[cAggregates].Add(aggs)
+	n.c[cDecodeErrors].Add(decodeErrs)
+	n.c[cBadEnvelopes].Add(bad)
+	n.c[cUnique].Add(int64(unique))
+}
+
+// appendResponse writes the success answer: a 56-digit sequence number
+// (increasing over the stream) and the shard id of every entry.
+func (n *null) appendResponse(b []byte, q *request) []byte {
+	b = append(b, `{"FailedRecordCount":0,"Records":[`...)
+	for i := range q.entries {
+		e := &q.entries[i]
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"SequenceNumber":"49`...)
+		var d [54]byte
+		v := e.seq
+		for j := len(d) - 1; j >= 0; j-- {
+			d[j] = byte('0' + v%10)
+			v /= 10
+		}
+		b = append(b, d[:]...)
+		b = append(b, `","ShardId":"`...)
+		b = append(b, e.shard...)
+		b = append(b, `"}`...)
+	}
+	return append(b, "]}"...)
+}
+
+func writeError(w http.ResponseWriter, code, msg string) {
+	status := http.StatusBadRequest
+	b, _ := json.Marshal(map[string]string{"__type": code, "message": msg})
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.Header().Set("X-Amzn-Errortype", code)
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// request is one PutRecords request being handled; its buffers are reused.
+type request struct {
+	body    []byte
+	data    []byte // decoded record data, all entries back to back
+	entries []entry
+	name    string
+	arn     string
+	users   []kpl.UserRecord
+	hashes  []uint64
+	resp    []byte
+}
+
+type entry struct {
+	data   []byte // into request.data
+	pk     []byte // into request.body, or unescaped
+	ehk    []byte
+	hasEHK bool
+	shard  string
+	seq    uint64
+}
+
+var errSyntax = errors.New("malformed JSON")
+
+// parse reads {"Records":[{"Data":..., "PartitionKey":..., "ExplicitHashKey":...}, ...],
+// "StreamName":..., "StreamARN":...} in any key order.
+func (q *request) parse() (code, msg string) {
+	q.entries, q.name, q.arn = q.entries[:0], "", ""
+	if need := base64.StdEncoding.DecodedLen(len(q.body)); cap(q.data) < need {
+		q.data = make([]byte, 0, need)
+	}
+	q.data = q.data[:0]
+	s := scanner{b: q.body}
+	err := s.object(func(key []byte) error {
+		switch string(key) {
+		case "Records":
+			return s.array(func() error { return q.entry(&s) })
+		case "StreamName":
+			v, err := s.str()
+			q.name = string(v)
+			return err
+		case "StreamARN":
+			v, err := s.str()
+			q.arn = string(v)
+			return err
+		default:
+			return s.skip()
+		}
+	})
+	if err == nil && s.ws() < len(s.b) {
+		err = errSyntax
+	}
+	if err != nil {
+		return "SerializationException", err.Error()
+	}
+	return "", ""
+}
+
+func (q *request) entry(s *scanner) error {
+	var e entry
+	err := s.object(func(key []byte) error {
+		switch string(key) {
+		case "Data":
+			v, err := s.str()
+			if err != nil {
+				return err
+			}
+			start := len(q.data)
+			q.data = q.data[:start+base64.StdEncoding.DecodedLen(len(v))]
+			k, err := base64.StdEncoding.Decode(q.data[start:], v)
+			if err != nil {
+				return fmt.Errorf("Data: %w", err)
+			}
+			q.data = q.data[:start+k]
+			e.data = q.data[start : start+k : start+k]
+			return nil
+		case "PartitionKey":
+			v, err := s.str()
+			e.pk = v
+			return err
+		case "ExplicitHashKey":
+			v, err := s.str()
+			e.ehk, e.hasEHK = v, true
+			return err
+		default:
+			return s.skip()
+		}
+	})
+	q.entries = append(q.entries, e)
+	return err
+}
+
+// scanner reads the JSON of a PutRecords request.
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) ws() int {
+	for s.i < len(s.b) && (s.b[s.i] == ' ' || s.b[s.i] == '\n' || s.b[s.i] == '\r' || s.b[s.i] == '\t') {
+		s.i++
+	}
+	return s.i
+}
+
+func (s *scanner) expect(c byte) bool {
+	if s.ws() < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// str reads a string; an escaped one is unescaped into a new slice.
+func (s *scanner) str() ([]byte, error) {
+	if !s.expect('"') {
+		return nil, errSyntax
+	}
+	start, escaped := s.i, false
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case '\\':
+			escaped = true
+			s.i += 2
+			continue
+		case '"':
+			v := s.b[start:s.i]
+			s.i++
+			if !escaped {
+				return v, nil
+			}
+			var out string
+			if err := json.Unmarshal(s.b[start-1:s.i], &out); err != nil {
+				return nil, err
+			}
+			return []byte(out), nil
+		}
+		s.i++
+	}
+	return nil, errSyntax
+}
+
+func (s *scanner) object(field func(key []byte) error) error {
+	if !s.expect('{') {
+		return errSyntax
+	}
+	if s.expect('}') {
+		return nil
+	}
+	for {
+		key, err := s.str()
+		if err != nil {
+			return err
+		}
+		if !s.expect(':') {
+			return errSyntax
+		}
+		if err := field(key); err != nil {
+			return err
+		}
+		if s.expect(',') {
+			continue
+		}
+		if s.expect('}') {
+			return nil
+		}
+		return errSyntax
+	}
+}
+
+func (s *scanner) array(elem func() error) error {
+	if !s.expect('[') {
+		return errSyntax
+	}
+	if s.expect(']') {
+		return nil
+	}
+	for {
+		if err := elem(); err != nil {
+			return err
+		}
+		if s.expect(',') {
+			continue
+		}
+		if s.expect(']') {
+			return nil
+		}
+		return errSyntax
+	}
+}
+
+// skip passes over any value with the standard decoder.
+func (s *scanner) skip() error {
+	d := json.NewDecoder(bytes.NewReader(s.b[s.ws():]))
+	var v json.RawMessage
+	if err := d.Decode(&v); err != nil {
+		return err
+	}
+	s.i += int(d.InputOffset())
+	return nil
+}
