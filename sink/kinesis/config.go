@@ -61,6 +61,11 @@ type Config struct {
 	Oversize string
 	// DLQDir holds the dead-letter files: /var/lib/cdcbridge/dlq.
 	DLQDir string
+	// DLQFailureLimit is how long writing a dead-letter line may keep
+	// failing (disk full, directory gone or unwritable) before the
+	// producer stops with an error: 30s. Until then it retries; it never
+	// acknowledges an event whose line is not on disk.
+	DLQFailureLimit time.Duration
 	// MaxInFlightBytes bounds the memory of events accepted by Put and not
 	// yet acknowledged: 64 MiB.
 	MaxInFlightBytes int64
@@ -94,6 +99,7 @@ func (c *Config) setDefaults() {
 	def(&c.SummaryInterval, 60*time.Second)
 	def(&c.RetryBase, 100*time.Millisecond)
 	def(&c.RetryMax, 10*time.Second)
+	def(&c.DLQFailureLimit, 30*time.Second)
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 8
 	}
@@ -131,6 +137,7 @@ func (c *Config) validate() error {
 	for name, d := range map[string]time.Duration{
 		"Linger": c.Linger, "ConnectTimeout": c.ConnectTimeout, "RequestTimeout": c.RequestTimeout,
 		"SummaryInterval": c.SummaryInterval, "RetryBase": c.RetryBase, "RetryMax": c.RetryMax,
+		"DLQFailureLimit": c.DLQFailureLimit,
 	} {
 		if d < 0 {
 			bad("%s must not be negative (got %v)", name, d)

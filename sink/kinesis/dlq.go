@@ -3,6 +3,7 @@ package kinesis
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -43,6 +44,10 @@ type dlqDone struct {
 type dlqWriter struct {
 	dir, stream string
 	out         chan<- any
+	// limit is how long one line may keep failing before the writer
+	// reports a fatal error (0: forever); log gets the failures.
+	limit time.Duration
+	log   *slog.Logger
 
 	mu    sync.Mutex
 	queue []dlqJob
@@ -84,7 +89,9 @@ func (w *dlqWriter) enqueue(j dlqJob) {
 
 // run writes queued jobs in order until ctx ends. A failed write is
 // undone (the file is cut back) and retried with backoff: a dead-letter
-// event is never dropped.
+// event is never dropped. When one line keeps failing for longer than
+// limit, the writer sends a fatal error to the run loop and stops: the
+// event stays unacknowledged, so the source keeps it for the next start.
 func (w *dlqWriter) run(ctx context.Context, base, maxD time.Duration, st *statusBox) error {
 	defer func() {
 		if w.f != nil {
@@ -109,6 +116,7 @@ func (w *dlqWriter) run(ctx context.Context, base, maxD time.Duration, st *statu
 			}
 			continue
 		}
+		var failingSince time.Time
 		for attempt := 1; ; attempt++ {
 			ref, err := w.write(j)
 			if err == nil {
@@ -123,6 +131,21 @@ func (w *dlqWriter) run(ctx context.Context, base, maxD time.Duration, st *statu
 				break
 			}
 			st.setTrouble("dlq", "dead-letter writes failing: "+err.Error())
+			if attempt == 1 {
+				failingSince = time.Now()
+				if w.log != nil {
+					w.log.Warn("writing a dead-letter line failed; retrying", "dir", w.dir, "id", j.r.id, "limit", w.limit.String(), "err", err)
+				}
+			}
+			if w.limit > 0 && time.Since(failingSince) >= w.limit {
+				fatal := fmt.Errorf("dead-letter directory %s (CDCBRIDGE_DLQ_DIR): the line of event %s could not be written for %s; "+
+					"stopping rather than acknowledging an event that is kept nowhere: %w", w.dir, j.r.id, w.limit, err)
+				select {
+				case w.out <- ctrlFatal{fatal}:
+				case <-ctx.Done():
+				}
+				return nil
+			}
 			t := time.NewTimer(backoff(base, maxD, attempt))
 			select {
 			case <-ctx.Done():

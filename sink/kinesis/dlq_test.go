@@ -184,6 +184,51 @@ func TestOversizeFailStops(t *testing.T) {
 	}
 }
 
+// TestDLQWriteFailureStops: a dead-letter directory that cannot take the
+// line (here replaced by a file, which stops root too) stops the producer
+// with an error naming the directory once DLQFailureLimit has passed; the
+// event is never acknowledged.
+func TestDLQWriteFailureStops(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dlq")
+	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Keep: true}, cfg: Config{DLQDir: dir, DLQFailureLimit: 300 * time.Millisecond}})
+	kib := int32(1)
+	h.fake.SetOverrides(kinesisfake.Overrides{MaxRecordSizeInKiB: &kib})
+	h.start()
+	ctx := context.Background()
+	small := h.event("a", 10)
+	if err := h.put(ctx, small); err != nil {
+		t.Fatal(err)
+	}
+	h.flush(10 * time.Second)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := h.event("b", 2000)
+	if err := h.put(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-h.runErr:
+		if err == nil || !strings.Contains(err.Error(), "dead-letter directory "+dir) || !strings.Contains(err.Error(), big.ID) {
+			t.Fatalf("Run: %v, want an error naming the directory and event %s", err, big.ID)
+		}
+		h.runErr <- err
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not stop while dead-letter writes failed")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.acks[big.ID] != 0 {
+		t.Fatal("an event whose dead-letter line was never written was acknowledged")
+	}
+	if h.acks[small.ID] != 1 {
+		t.Fatalf("the small event was acked %d times", h.acks[small.ID])
+	}
+}
+
 // TestDLQLineGolden pins the dead-letter line and placeholder formats.
 func TestDLQLineGolden(t *testing.T) {
 	dir := t.TempDir()

@@ -11,7 +11,10 @@
 //     reset, a truncated answer) is treated as a failure and sent again,
 //     so the stream may hold duplicates (same id and sequence), never gaps.
 //     When the producer stops (fatal error or shutdown) nothing unaccepted
-//     is acked, so the source resumes from its checkpoint.
+//     is acked, so the source resumes from its checkpoint. A dead-letter
+//     line that cannot be written (disk full, directory gone) is retried
+//     for DLQFailureLimit, then the producer stops with an error naming
+//     the directory rather than hold the event forever.
 //   - Per-key order (OrderingKey, the default). Reading a shard and keeping
 //     the first occurrence of each id, every partition key's records appear
 //     in the order Put received them, under partial failures, throttling,

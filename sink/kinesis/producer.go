@@ -87,6 +87,7 @@ func New(cfg Config, client *kinesis.Client, reg prometheus.Registerer, log *slo
 		refreshCh: make(chan struct{}, 1),
 	}
 	p.dlq = newDLQWriter(cfg.DLQDir, p.label, p.ctrl)
+	p.dlq.limit, p.dlq.log = cfg.DLQFailureLimit, p.log
 	p.status.init(cfg)
 	return p, nil
 }
