@@ -48,6 +48,8 @@ type rawConfig struct {
 	KinesisConnectTimeout  string `envconfig:"KINESIS_CONNECT_TIMEOUT" default:"2s" desc:"TCP+TLS connect timeout"`
 	KinesisRequestTimeout  string `envconfig:"KINESIS_REQUEST_TIMEOUT" default:"10s" desc:"timeout of one PutRecords attempt"`
 	KinesisMaxRequestBytes string `envconfig:"KINESIS_MAX_REQUEST_BYTES" default:"5MiB" desc:"PutRecords request size limit (AWS allows up to 10MiB)"`
+	KinesisAggregateMax    string `envconfig:"KINESIS_AGGREGATE_MAX_BYTES" desc:"size cap of one KPL aggregate (empty: the stream's record limit)"`
+	KinesisShardHeadroom   string `envconfig:"KINESIS_SHARD_HEADROOM" default:"0.9" desc:"fraction of each shard's write limits (1 MiB/s, 1000 records/s) the producer paces itself to"`
 
 	Ordering          string `envconfig:"ORDERING" default:"key" desc:"key (strict order per partition key) or none"`
 	Oversize          string `envconfig:"OVERSIZE" default:"dlq" desc:"record over the stream's size limit: dlq or fail"`
@@ -89,6 +91,8 @@ type Config struct {
 	KinesisConnectTimeout  time.Duration
 	KinesisRequestTimeout  time.Duration
 	KinesisMaxRequestBytes int64
+	KinesisAggregateMax    int64
+	KinesisShardHeadroom   float64
 
 	Ordering          string
 	Oversize          string
@@ -142,6 +146,7 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 		KinesisConnectTimeout:  p.duration("KINESIS_CONNECT_TIMEOUT", raw.KinesisConnectTimeout),
 		KinesisRequestTimeout:  p.duration("KINESIS_REQUEST_TIMEOUT", raw.KinesisRequestTimeout),
 		KinesisMaxRequestBytes: p.size("KINESIS_MAX_REQUEST_BYTES", raw.KinesisMaxRequestBytes),
+		KinesisShardHeadroom:   p.fraction("KINESIS_SHARD_HEADROOM", raw.KinesisShardHeadroom),
 
 		Ordering:          p.enum("ORDERING", raw.Ordering, false, "key", "none"),
 		Oversize:          p.enum("OVERSIZE", raw.Oversize, false, "dlq", "fail"),
@@ -155,6 +160,9 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 		ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT", raw.ShutdownTimeout),
 	}
 	c.CheckpointScheme, c.CheckpointTarget = p.store("CHECKPOINT_STORE", raw.CheckpointStore)
+	if raw.KinesisAggregateMax != "" {
+		c.KinesisAggregateMax = p.size("KINESIS_AGGREGATE_MAX_BYTES", raw.KinesisAggregateMax)
+	}
 
 	switch c.Source {
 	case "postgres":
@@ -230,6 +238,15 @@ func (p *parser) positiveInt(v, s string) int {
 		return 0
 	}
 	return n
+}
+
+func (p *parser) fraction(v, s string) float64 {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f <= 0 || f > 1 {
+		p.add("%s: %q is not a fraction in (0, 1] (for example 0.9)", name(v), s)
+		return 0
+	}
+	return f
 }
 
 func (p *parser) boolean(v, s string) bool {

@@ -122,5 +122,7 @@ func sinkConfig(cfg *Config) kinesissink.Config {
 		MaxInFlightBytes:  cfg.MaxInFlightBytes,
 		MaxInFlightEvents: cfg.MaxInFlightEvents,
 		MaxRequestBytes:   int(cfg.KinesisMaxRequestBytes),
+		AggregateMaxBytes: int(cfg.KinesisAggregateMax),
+		ShardHeadroom:     cfg.KinesisShardHeadroom,
 	}
 }
