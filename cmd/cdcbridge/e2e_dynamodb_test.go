@@ -58,7 +58,7 @@ func TestDaemonDynamoDBToKinesis(t *testing.T) {
 	env := []string{
 		"CDCBRIDGE_SOURCE=dynamodb", "CDCBRIDGE_DYNAMODB_TABLE=" + table, "CDCBRIDGE_KINESIS_STREAM=" + stream,
 		"CDCBRIDGE_CHECKPOINT_STORE=file://" + filepath.Join(work, "cp.json"), "CDCBRIDGE_DLQ_DIR=" + filepath.Join(work, "dlq"),
-		"CDCBRIDGE_DYNAMODB_IDLE_POLL=100ms",
+		"CDCBRIDGE_DYNAMODB_IDLE_POLL=100ms", "CDCBRIDGE_KINESIS_AGGREGATE=true",
 		"AWS_ENDPOINT_URL_KINESIS=" + kin.Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + ddb.Endpoint, "AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + ddb.Endpoint,
 	}
 	const items, rounds = 20, 6
@@ -88,6 +88,17 @@ func TestDaemonDynamoDBToKinesis(t *testing.T) {
 	if rep.Invalid > 0 || len(rep.OrderViolations) > 0 || len(rep.DuplicateDiffer) > 0 || len(first) != want {
 		t.Fatalf("stream check: %d distinct events, want %d; %+v\n%s", len(first), want, rep, b.log())
 	}
+	checkTail(t, env, first)
+	aggregated := 0
+	for _, r := range recs {
+		if r.Aggregated {
+			aggregated++
+		}
+	}
+	if aggregated == 0 {
+		t.Errorf("no KPL aggregate on the stream with CDCBRIDGE_KINESIS_AGGREGATE=true")
+	}
+
 	// Per item, the first occurrences carry v = 0, 1, ..., rounds in order.
 	next := map[string]int{}
 	for _, r := range recs {

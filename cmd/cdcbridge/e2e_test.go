@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
 	"github.com/cdcbridge/cdcbridge/internal/verify"
 )
@@ -258,6 +259,8 @@ func TestDaemonPostgresToKinesis(t *testing.T) {
 		}
 		t.Fatalf("distinct events = %d %v, want %d\nfirst run:\n%s\nsecond run:\n%s", len(first), ops, want, b.log(), b2.log())
 	}
+	checkTail(t, env, first)
+
 	// The last event of each row carries the row's final state.
 	lastV := map[string]string{}
 	for _, r := range recs {
@@ -346,5 +349,38 @@ func TestCheck(t *testing.T) {
 	}
 	if !strings.Contains(out, "fail  postgres") {
 		t.Errorf("unreachable Postgres not reported as failing:\n%s", out)
+	}
+}
+
+// checkTail runs `cdcbridge tail` and checks it prints exactly the distinct
+// events the independent reader found, each once.
+func checkTail(t *testing.T, env []string, first map[string]*cdc.Event) {
+	t.Helper()
+	cmd := exec.Command(buildBinary(t), "tail")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=test",
+		"AWS_SECRET_ACCESS_KEY=test", "AWS_EC2_METADATA_DISABLED=true"}, env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("cdcbridge tail: %v\n%s", err, stderr.String())
+	}
+	seen := map[string]bool{}
+	for _, line := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		e, err := cdc.Decode(line)
+		if err != nil {
+			t.Fatalf("tail printed a non-envelope: %v\n%s", err, line)
+		}
+		k := e.Source + " " + e.ID
+		if seen[k] {
+			t.Fatalf("tail printed %s twice", e.ID)
+		}
+		seen[k] = true
+		if first[k] == nil {
+			t.Fatalf("tail printed %s, which the stream does not hold", e.ID)
+		}
+	}
+	if len(seen) != len(first) {
+		t.Fatalf("tail printed %d events, the stream holds %d distinct ones (stderr: %s)", len(seen), len(first), stderr.String())
 	}
 }
