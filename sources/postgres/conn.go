@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -43,7 +44,7 @@ func connectNormal(ctx context.Context, url string) (*pgx.Conn, error) {
 	applySession(&cfg.Config)
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", describeTarget(&cfg.Config), err)
+		return nil, explainConnect("connecting to "+describeTarget(&cfg.Config), err)
 	}
 	return conn, nil
 }
@@ -60,7 +61,7 @@ func connectReplication(ctx context.Context, url string) (*pgconn.PgConn, error)
 	cfg.RuntimeParams["replication"] = "database"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("opening a replication connection to %s: %w", describeTarget(cfg), err)
+		return nil, explainConnect("opening a replication connection to "+describeTarget(cfg), err)
 	}
 	return conn, nil
 }
@@ -79,7 +80,7 @@ func newPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg.HealthCheckPeriod = 15 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", describeTarget(&cfg.ConnConfig.Config), err)
+		return nil, explainConnect("connecting to "+describeTarget(&cfg.ConnConfig.Config), err)
 	}
 	return pool, nil
 }
@@ -87,4 +88,25 @@ func newPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 // describeTarget names the server and database without credentials.
 func describeTarget(c *pgconn.Config) string {
 	return fmt.Sprintf("%s:%d/%s as %s", c.Host, c.Port, c.Database, c.User)
+}
+
+// connectHints explain the connection errors that no reconnect can fix.
+var connectHints = map[string]string{
+	"28P01": "fix the password in CDCBRIDGE_POSTGRES_URL",
+	"28000": "the role does not exist or pg_hba.conf rejects it: fix the user in CDCBRIDGE_POSTGRES_URL, create the role, or allow it in pg_hba.conf",
+	"3D000": "fix the database name in CDCBRIDGE_POSTGRES_URL",
+}
+
+// explainConnect turns a failed connection into one line: the server's
+// own message and a fix for the errors a retry cannot mend (those become
+// fatal, so the bridge stops and says so instead of retrying forever);
+// other failures (unreachable, refused, timed out) stay retryable.
+func explainConnect(what string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		if hint, ok := connectHints[pgErr.Code]; ok {
+			return fatal(fmt.Errorf("%s: %s (SQLSTATE %s): %s", what, pgErr.Message, pgErr.Code, hint))
+		}
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }

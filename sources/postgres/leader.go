@@ -51,6 +51,9 @@ func (s *Source) acquire(ctx context.Context) (*lease, error) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			if isFatal(err) {
+				return nil, err
+			}
 			s.degrade("source disconnected: " + err.Error())
 			s.log.Warn("connecting to take the slot's lock", "err", err)
 			if err := wait(ctx, bo.next(), s.heartbeat); err != nil {
