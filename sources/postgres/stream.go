@@ -98,12 +98,16 @@ func (s *session) receive(ctx context.Context) error {
 	// A server that answers nothing, not even the reply each status update
 	// requests, for this long is taken for gone.
 	silence := 3*s.interval + 10*time.Second
-	lastHeard := time.Now()
-	nextStatus := time.Now()
+	// The clock is read once per message (it is a measurable part of a
+	// message's cost): now is when the last message arrived, or when a
+	// read timed out, and serves the status and deadline checks of the
+	// next iteration.
+	now := time.Now()
+	lastHeard := now
+	nextStatus := now
 	var deadline time.Time
 	for {
 		s.heartbeat()
-		now := time.Now()
 		if !now.Before(nextStatus) {
 			if err := s.sendStatus(true); err != nil {
 				return err
@@ -126,8 +130,9 @@ func (s *session) receive(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return s.finish(ctx)
 				}
-				if time.Since(lastHeard) > silence {
-					return fmt.Errorf("no message from the server for %s", time.Since(lastHeard).Round(time.Second))
+				now = time.Now()
+				if now.Sub(lastHeard) > silence {
+					return fmt.Errorf("no message from the server for %s", now.Sub(lastHeard).Round(time.Second))
 				}
 				deadline = time.Time{}
 				continue
@@ -137,7 +142,8 @@ func (s *session) receive(ctx context.Context) error {
 			}
 			return fmt.Errorf("receiving from the replication connection: %w", err)
 		}
-		lastHeard = time.Now()
+		now = time.Now()
+		lastHeard = now
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
 			if len(m.Data) == 0 {
@@ -155,7 +161,7 @@ func (s *session) receive(ctx context.Context) error {
 					if err := s.sendStatus(false); err != nil {
 						return err
 					}
-					nextStatus = time.Now().Add(s.interval)
+					nextStatus = now.Add(s.interval)
 				}
 			case pglogrepl.XLogDataByteID:
 				x, err := pglogrepl.ParseXLogData(m.Data[1:])
@@ -165,10 +171,14 @@ func (s *session) receive(ctx context.Context) error {
 				s.noteReceived(uint64(x.ServerWALEnd))
 				// The connection reuses its buffer on the next read.
 				it := item{data: append([]byte(nil), x.WALData...), serverTime: x.ServerTime}
-				if err := s.enqueue(ctx, it, &nextStatus); err != nil {
-					return err
+				if !s.q.tryPush(it) {
+					if err := s.enqueue(ctx, it, &nextStatus); err != nil {
+						return err
+					}
+					// Waiting for the decoder is not the server's silence.
+					now = time.Now()
+					lastHeard = now
 				}
-				lastHeard = time.Now()
 			}
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
