@@ -35,6 +35,12 @@ type Config struct {
 	// StatusInterval is the period of standby status updates. Default 10s,
 	// capped at a third of the server's wal_sender_timeout.
 	StatusInterval time.Duration
+	// CheckpointFailureLimit is how long saving the slot's state to the
+	// checkpoint store may keep failing before Run stops with the error.
+	// Default 2m, as for the DynamoDB source. Until then the source keeps
+	// streaming (the slot, not the store, holds its position) and reports
+	// itself degraded.
+	CheckpointFailureLimit time.Duration
 	// SnapshotBatchRows is the most rows fetched per snapshot page.
 	// Default 1000 (fewer when rows are large, see snapshot.go).
 	SnapshotBatchRows int
@@ -75,6 +81,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.StatusInterval <= 0 {
 		c.StatusInterval = 10 * time.Second
+	}
+	if c.CheckpointFailureLimit <= 0 {
+		c.CheckpointFailureLimit = 2 * time.Minute
 	}
 	if c.SnapshotBatchRows <= 0 {
 		c.SnapshotBatchRows = 1000

@@ -2,11 +2,14 @@ package postgres
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
+	filestore "github.com/cdcbridge/cdcbridge/checkpoint/file"
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -257,5 +260,45 @@ func TestSlotDroppedContinue(t *testing.T) {
 	st := r2.src.Status().(Status)
 	if !strings.Contains(strings.Join(st.Degraded, ";"), "gap") {
 		t.Errorf("status degraded %v, want the gap named", st.Degraded)
+	}
+}
+
+// Checkpoint saves that keep failing (the store's directory replaced by
+// a file, which stops root too) stop the source with an error naming the
+// store once CheckpointFailureLimit has passed, rather than leave it
+// running degraded forever.
+func TestCheckpointStoreFailureStops(t *testing.T) {
+	_, url := newDB(t)
+	conn := mustConn(t, url)
+	mustExec(t, conn, "CREATE TABLE f (id int PRIMARY KEY, v int)")
+	dir := filepath.Join(t.TempDir(), "state")
+	store, err := filestore.Open(filepath.Join(dir, "checkpoints.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	sk := newSink(t)
+	r := startSource(t, Config{URL: url, CheckpointFailureLimit: 500 * time.Millisecond}, store, sk.emit)
+	r.streaming(t)
+	if err := os.Rename(dir, dir+".aside"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(30 * time.Second)
+	for i := 0; ; i++ {
+		mustExec(t, conn, "INSERT INTO f VALUES ($1, 0)", i)
+		select {
+		case err := <-r.done:
+			r.done <- err
+			if !isFatal(err) || !strings.Contains(err.Error(), "checkpoint store could not save") {
+				t.Fatalf("Run: %v, want a fatal error naming the checkpoint store", err)
+			}
+			return
+		case <-deadline:
+			t.Fatal("the source still runs 30s after its checkpoint saves began to fail")
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }

@@ -263,9 +263,12 @@ func explainStreamError(err error, slot string, pubs []string) error {
 // saveLoop saves the confirmed position about once a second when it
 // moved, and once more when ctx ends. A store that reports the checkpoint
 // stale (another owner wrote it) ends the session: the state is reloaded
-// before streaming again.
+// before streaming again. Saves that keep failing for
+// CheckpointFailureLimit end it with a fatal error: a bridge that cannot
+// keep its state must say so rather than run on degraded indefinitely.
 func (s *Source) saveLoop(ctx context.Context, st *stateStore, state *slotState, pos *positions, stop context.CancelCauseFunc) {
 	saved := pos.current()
+	var failingSince time.Time
 	save := func(c context.Context) {
 		cur := pos.confirm()
 		if cur == saved {
@@ -279,9 +282,17 @@ func (s *Source) saveLoop(ctx context.Context, st *stateStore, state *slotState,
 				return
 			}
 			s.degrade("checkpoint saves failing")
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if limit := s.cfg.CheckpointFailureLimit; time.Since(failingSince) >= limit && c.Err() == nil {
+				stop(fatal(fmt.Errorf("the checkpoint store could not save the slot's state for %v (CDCBRIDGE_CHECKPOINT_STORE): %w", limit, err)))
+				return
+			}
 			s.log.Warn("saving the checkpoint", "err", err)
 			return
 		}
+		failingSince = time.Time{}
 		saved = cur
 	}
 	t := time.NewTicker(time.Second)
