@@ -34,7 +34,9 @@ type Result struct {
 	PlaceholdersUnmatched int // placeholders without a matching dead-letter entry
 	DeadLettered          int // dead-letter entries read
 
-	WorstLag time.Duration // largest arrival time minus commit time among first occurrences
+	// WorstLag is the largest time from a change's commit (Change.At, else
+	// the event's time) to the arrival of its first occurrence.
+	WorstLag time.Duration
 
 	Samples []string // a few examples of each problem
 }
@@ -120,9 +122,6 @@ func Compare(recs []Record, log *Log, dlq *DLQ) Result {
 			continue
 		}
 		first[id] = firstSeen{seq: e.Sequence, data: string(r.Data)}
-		if !e.Time.IsZero() && !r.Arrival.IsZero() {
-			res.WorstLag = max(res.WorstLag, r.Arrival.Sub(e.Time))
-		}
 		pk := e.Source + " " + e.PartitionKey
 		if s, ok := lastSeq[pk]; ok && e.Sequence != "" && e.Sequence <= s {
 			res.SequenceViolations++
@@ -159,6 +158,14 @@ func Compare(recs []Record, log *Log, dlq *DLQ) Result {
 			continue
 		}
 		deliveredBy[c.id()] = e.ID
+		if committed := w.At; !r.Arrival.IsZero() {
+			if committed.IsZero() {
+				committed = e.Time
+			}
+			if !committed.IsZero() {
+				res.WorstLag = max(res.WorstLag, r.Arrival.Sub(committed))
+			}
+		}
 		if w.Digest != "" && digest != "" && w.Digest != digest {
 			res.ContentMismatch++
 			sample("content", "%s: payload digest %s, written %s", c.id(), digest, w.Digest)

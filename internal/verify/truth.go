@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Change is one committed change of a row, as the workload made it. Rows
@@ -22,6 +23,10 @@ type Change struct {
 	// Digest is PayloadDigest of the payload column's value in the image
 	// (after; before for a delete); empty leaves the payload unchecked.
 	Digest string
+	// At is when the workload saw the change commit; zero when unknown.
+	// Compare measures lag from it rather than from the event's time
+	// (emulators round that: DynamoDB Local to the minute).
+	At time.Time
 }
 
 func (c Change) row() string { return c.Table + " " + c.Key }
