@@ -80,7 +80,23 @@ func (s *Source) saveShard(ctx context.Context, sh *shard, pos string, data []by
 	if sh.finished || (!finish && pos <= sh.saved) {
 		return nil
 	}
-	if err := s.store.Save(ctx, sh.key, checkpoint.Checkpoint{Position: pos, Data: data}); err != nil {
+	// A bounded wait: a store that stopped answering must not hold saveMu
+	// (and the shard's status) for longer than a request.
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	var err error
+	if sh.tenure != nil {
+		err = s.lm.save(sctx, sh.tenure, checkpoint.Checkpoint{Position: pos, Data: data})
+	} else {
+		err = s.store.Save(sctx, sh.key, checkpoint.Checkpoint{Position: pos, Data: data})
+	}
+	if err != nil {
+		if errors.Is(err, errTenureEnded) {
+			if finish {
+				return err // the reader stops: another instance finishes the shard
+			}
+			return nil
+		}
 		if errors.Is(err, checkpoint.ErrStale) {
 			return fmt.Errorf("dynamodb source: shard %s: another writer moved its checkpoint ahead (is a second instance reading this stream with the same store?): %w", sh.id, err)
 		}
@@ -88,6 +104,7 @@ func (s *Source) saveShard(ctx context.Context, sh *shard, pos string, data []by
 	}
 	s.m.commits.Inc()
 	sh.saved = pos
+	sh.savedView.Store(&pos)
 	sh.finished = finish
 	return nil
 }
@@ -101,7 +118,7 @@ func (s *Source) saveFinished(ctx context.Context, sh *shard, d ckptData) error 
 	bo := newBackoff(200*time.Millisecond, s.cfg.MaxBackoff)
 	for {
 		err := s.saveShard(ctx, sh, FinishedPosition, d.encode(), true)
-		if err == nil || errors.Is(err, checkpoint.ErrStale) || ctx.Err() != nil {
+		if err == nil || errors.Is(err, checkpoint.ErrStale) || errors.Is(err, errTenureEnded) || ctx.Err() != nil {
 			return err
 		}
 		s.m.commitFailures.Inc()
@@ -131,16 +148,21 @@ func (s *Source) loadKey(ctx context.Context, key string) (loaded, error) {
 	if err != nil {
 		return loaded{}, err
 	}
-	d, err := decodeCkptData(c.Data)
+	return parseLoaded(key, c.Position, c.Data)
+}
+
+// parseLoaded validates a checkpoint found in the store.
+func parseLoaded(key, position string, data []byte) (loaded, error) {
+	d, err := decodeCkptData(data)
 	if err != nil {
 		return loaded{}, fmt.Errorf("checkpoint %s: data: %w", key, err)
 	}
-	if c.Position != FinishedPosition && c.Position != "" {
-		if _, err := cdc.PadSequence(c.Position); err != nil || len(c.Position) != 40 {
-			return loaded{}, fmt.Errorf("checkpoint %s: position %q is neither a padded sequence number nor %s", key, c.Position, FinishedPosition)
+	if position != FinishedPosition && position != "" {
+		if _, err := cdc.PadSequence(position); err != nil || len(position) != 40 {
+			return loaded{}, fmt.Errorf("checkpoint %s: position %q is neither a padded sequence number nor %s", key, position, FinishedPosition)
 		}
 	}
-	return loaded{found: true, position: c.Position, data: d}, nil
+	return loaded{found: true, position: position, data: d}, nil
 }
 
 // minSequenceDigits is the shortest sequence number DynamoDB Streams
@@ -175,6 +197,8 @@ func (sh *shard) startFrom(l loaded) {
 		sh.state = stateFinished
 		sh.saveMu.Lock()
 		sh.saved, sh.finished = FinishedPosition, true
+		fin := FinishedPosition
+		sh.savedView.Store(&fin)
 		sh.saveMu.Unlock()
 	case l.position == "":
 		// Started at LATEST, no record yet: what came since is at the
@@ -186,6 +210,8 @@ func (sh *shard) startFrom(l loaded) {
 		sh.start.after = rawSequence(l.position)
 		sh.saveMu.Lock()
 		sh.saved = l.position
+		pos := l.position
+		sh.savedView.Store(&pos)
 		sh.saveMu.Unlock()
 	}
 }

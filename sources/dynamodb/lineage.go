@@ -61,7 +61,8 @@ func (c *coordinator) run(ctx context.Context) error {
 	}
 	s.ready.Store(true)
 	s.log.Info("reading DynamoDB stream", "stream", s.info.arn, "table", s.info.table,
-		"view_type", s.info.viewType, "status", l.status, "shards", len(l.shards), "first_start", fresh)
+		"view_type", s.info.viewType, "status", l.status, "shards", len(l.shards), "first_start", fresh,
+		"leases", s.lm != nil)
 	if err := c.schedule(ctx); err != nil {
 		return err
 	}
@@ -71,6 +72,23 @@ func (c *coordinator) run(ctx context.Context) error {
 	defer discover.Stop()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	// With leases: lease rounds, reader starts of leases taken over, and
+	// tenure changes reported by the renewals. Without, these never fire.
+	leaseRound := time.NewTimer(0)
+	defer leaseRound.Stop()
+	startTimer := time.NewTimer(time.Hour)
+	defer startTimer.Stop()
+	var leaseSignal <-chan struct{}
+	if s.lm == nil {
+		leaseRound.Stop()
+	} else {
+		leaseSignal = s.lm.signal
+	}
+	resetStart := func(next time.Time) {
+		if !next.IsZero() {
+			startTimer.Reset(max(time.Until(next), 0))
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -78,10 +96,26 @@ func (c *coordinator) run(ctx context.Context) error {
 		case <-tick.C:
 			s.heartbeat()
 			c.updateGauges()
+		case <-leaseRound.C:
+			if err := c.leaseRound(ctx); err != nil {
+				return err
+			}
+			resetStart(c.startDue(ctx))
+			c.updateGauges()
+			leaseRound.Reset(jitter(s.lm.d / 2))
+		case <-startTimer.C:
+			resetStart(c.startDue(ctx))
+		case <-leaseSignal:
+			resetStart(c.leaseChanged(ctx))
 		case sh := <-c.finished:
 			s.mu.Lock()
 			sh.state = stateFinished
 			s.mu.Unlock()
+			if sh.tenure != nil {
+				s.lm.release(ctx, sh.tenure, "the shard was read to its end")
+				// Its children may be leased now: look at once.
+				leaseRound.Reset(0)
+			}
 			c.updateGauges()
 			found := c.knownChildren(sh.id)
 			if !found {
@@ -97,6 +131,20 @@ func (c *coordinator) run(ctx context.Context) error {
 				discover.Reset(min(soonAfterFinish, s.cfg.DiscoverInterval))
 			}
 		case <-discover.C:
+			if s.lm != nil {
+				// One instance of all lists the stream per interval;
+				// the others learn new shards from the lease table.
+				cctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+				ok, err := s.lm.table.Claim(cctx, s.lm.discoveryClaim(), s.cfg.DiscoverInterval*4/5)
+				cancel()
+				if err != nil || !ok {
+					if err != nil && ctx.Err() == nil {
+						s.log.Warn("claiming the stream's shard listing failed", "err", err)
+					}
+					discover.Reset(jitter(s.cfg.DiscoverInterval))
+					continue
+				}
+			}
 			l, err := s.describe(ctx, "")
 			switch {
 			case err == nil:
@@ -353,7 +401,13 @@ func (c *coordinator) schedule(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if ok {
+			switch {
+			case ok && s.lm != nil:
+				// Leasable: the lease rounds decide who reads it.
+				s.mu.Lock()
+				sh.ready = true
+				s.mu.Unlock()
+			case ok:
 				c.startReader(ctx, sh)
 				changed = true
 			}
@@ -440,10 +494,10 @@ func (c *coordinator) checkDisabled(l *listing) error {
 
 func (c *coordinator) updateGauges() {
 	s := c.s
-	var counts [3]int
+	var counts [4]int
 	s.mu.Lock()
 	for _, sh := range s.shards {
-		counts[sh.state]++
+		counts[sh.gaugeState()]++
 	}
 	s.mu.Unlock()
 	for st, n := range counts {

@@ -15,6 +15,13 @@ type metrics struct {
 	commits        prometheus.Counter
 	commitFailures prometheus.Counter
 	discoveries    prometheus.Counter
+
+	leasesHeld       prometheus.Gauge
+	leasesTaken      prometheus.Counter
+	leasesStolen     prometheus.Counter
+	leasesLost       prometheus.Counter
+	leasesReleased   prometheus.Counter
+	leaseRenewErrors prometheus.Counter
 }
 
 // newMetrics creates the source's metrics and registers them with reg
@@ -28,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		shards: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cdcbridge_dynamodb_shards",
-			Help: "Shards of the stream by state: reading, waiting_parent (a parent shard is not finished yet), finished.",
+			Help: "Shards of the stream by state: reading (with leases: leased by this instance), waiting_parent (a parent shard is not finished yet), leased_elsewhere (with leases: readable, leased by another instance or free), finished.",
 		}, []string{"state"}),
 		getRecords: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cdcbridge_dynamodb_get_records_total",
@@ -54,15 +61,40 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cdcbridge_dynamodb_shard_discoveries_total",
 			Help: "DescribeStream listings of the stream's shards.",
 		}),
+		leasesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_dynamodb_leases_held",
+			Help: "Shard leases this instance holds (with CDCBRIDGE_CHECKPOINT_STORE=dynamodb://), including lapsed ones whose renewals are overdue.",
+		}),
+		leasesTaken: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_leases_taken_total",
+			Help: "Shard leases taken because they were free or expired (their owner stopped renewing).",
+		}),
+		leasesStolen: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_leases_stolen_total",
+			Help: "Shard leases taken from a live instance that held more than its share.",
+		}),
+		leasesLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_leases_lost_total",
+			Help: "Shard leases this instance found taken over by another instance (stolen, or expired while renewals failed).",
+		}),
+		leasesReleased: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_leases_released_total",
+			Help: "Shard leases handed back: shards read to their end, and leases released on shutdown.",
+		}),
+		leaseRenewErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_lease_renew_errors_total",
+			Help: "Lease renewals that failed for another reason than a take-over (throttling, timeouts, network).",
+		}),
 	}
 	for _, op := range []cdc.Op{cdc.OpInsert, cdc.OpUpdate, cdc.OpDelete} {
 		m.received[op] = received.WithLabelValues("dynamodb", op.String())
 	}
-	for _, s := range []string{stateReading.String(), stateWaiting.String(), stateFinished.String()} {
+	for _, s := range []string{stateReading.String(), stateWaiting.String(), stateElsewhere.String(), stateFinished.String()} {
 		m.shards.WithLabelValues(s)
 	}
 	if reg != nil {
-		reg.MustRegister(received, m.shards, m.getRecords, m.apiErrors, m.trimmed, m.commits, m.commitFailures, m.discoveries)
+		reg.MustRegister(received, m.shards, m.getRecords, m.apiErrors, m.trimmed, m.commits, m.commitFailures, m.discoveries,
+			m.leasesHeld, m.leasesTaken, m.leasesStolen, m.leasesLost, m.leasesReleased, m.leaseRenewErrors)
 	}
 	return m
 }

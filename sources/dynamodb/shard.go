@@ -12,13 +12,16 @@ import (
 type shardState int
 
 const (
-	stateWaiting  shardState = iota // its parent is not finished yet (or its checkpoint is not loaded)
-	stateReading                    // a reader owns it
-	stateFinished                   // read to its end and checkpointed, or skipped
+	stateWaiting   shardState = iota // its parent is not finished yet (or its checkpoint is not loaded), or (with leases) another instance reads it
+	stateReading                     // a reader owns it (with leases: this instance holds its lease)
+	stateFinished                    // read to its end and checkpointed, or skipped
+	stateElsewhere                   // only in gauges and status: waiting, leasable, not leased by this instance
 )
 
 func (st shardState) String() string {
 	switch st {
+	case stateElsewhere:
+		return "leased_elsewhere"
 	case stateWaiting:
 		return "waiting_parent"
 	case stateReading:
@@ -27,6 +30,15 @@ func (st shardState) String() string {
 		return "finished"
 	}
 	return "unknown"
+}
+
+// gaugeState is the state shown in gauges and status. Called with
+// Source.mu held.
+func (sh *shard) gaugeState() shardState {
+	if sh.state == stateWaiting && sh.ready {
+		return stateElsewhere
+	}
+	return sh.state
 }
 
 // FinishedPosition is the checkpoint position of a shard read to its end.
@@ -92,14 +104,25 @@ type shard struct {
 	loaded        bool // its checkpoint was loaded
 	hadCheckpoint bool // the store had one when it was loaded
 	start         startSpec
+	ready         bool   // with leases: its parent is finished, so it may be leased
+	owner         string // with leases: the lease's owner at the last listing
+
+	// tenure is this instance's lease of the shard (nil without leases or
+	// when another instance holds it). Set before the shard enters the
+	// tree, never changed: a new tenure gets a new shard object, so that
+	// acknowledgements of an earlier tenure never move its checkpoint.
+	tenure *tenure
 
 	tracker   checkpoint.Tracker[string]
 	ackSignal chan struct{} // an ack arrived (capacity 1)
 
 	// Guarded by saveMu: what the store holds.
-	saveMu   sync.Mutex
-	saved    string // durable position ("" none)
-	finished bool   // the finish checkpoint is durable
+	saveMu sync.Mutex
+	saved  string // durable position ("" none)
+	// savedView is saved for status pages, which must not wait for a
+	// save in progress.
+	savedView atomic.Pointer[string]
+	finished  bool // the finish checkpoint is durable
 
 	// Reader progress, for metrics and status.
 	newest   atomic.Int64 // unix nanoseconds of the newest record's creation time; 0 none

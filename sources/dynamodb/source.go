@@ -18,6 +18,13 @@
 //     whose parent has aged out of the stream starts at once.
 //   - Checkpoints never move backwards, and a finished shard's checkpoint
 //     ("SHARD_END") sorts after every sequence number.
+//   - With Config.Leases, several instances share the stream: each shard
+//     is read by the holder of its lease, parents before children across
+//     instances, with each instance near its fair share. An instance whose
+//     renewals are overdue stops reading a shard before its lease can
+//     expire, and (with Config.Fence) stops sending its records when it
+//     may expire; a new owner reads only after the previous one's lease
+//     and last send attempt ran out. Details in lease.go and balance.go.
 //
 // Checkpoints (checkpoint.Store keys):
 //
@@ -53,6 +60,8 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/checkpoint"
+	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
+	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
 )
 
 // Start positions for shards of a stream read for the first time.
@@ -112,6 +121,27 @@ type Config struct {
 	// second (default 2). The API allows about 10 per second per stream,
 	// shared by every reader of the stream.
 	DescribeRate float64
+
+	// Leases, when set, shares the stream's shards with the other
+	// instances using the same table (see lease.go): each shard is read by
+	// the instance holding its lease, checkpoints are saved through the
+	// leases, and full shard listings are spaced over all instances
+	// (DiscoverInterval applies to them together). Without it this
+	// instance reads every shard, and the store must not be shared.
+	Leases *ddbstore.Leases
+	// LeaseDuration is how long a lease lasts without renewal (default
+	// 10s): an instance that dies is replaced after about this long plus
+	// SendTimeout. Renewals run every third of it.
+	LeaseDuration time.Duration
+	// SendTimeout is the longest one attempt to send records downstream
+	// can last (the sink's request timeout; default 10s). A lease taken
+	// over is read only once its previous owner's lease ran out and its
+	// last attempt ended.
+	SendTimeout time.Duration
+	// Fence, when set, is the gate of the sink's sends (see
+	// checkpoint/fence): each tenure keeps a hold on it, so that the
+	// records of a shard stop being sent when its lease may have moved.
+	Fence *fence.Gate
 }
 
 func (c *Config) setDefaults() {
@@ -142,7 +172,16 @@ func (c *Config) setDefaults() {
 	if c.DescribeRate == 0 {
 		c.DescribeRate = 2
 	}
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = 10 * time.Second
+	}
+	if c.SendTimeout == 0 {
+		c.SendTimeout = 10 * time.Second
+	}
 }
+
+// minLeaseDuration keeps renewals (a third of it) longer than a request.
+const minLeaseDuration = 300 * time.Millisecond
 
 func (c *Config) validate() error {
 	var errs []error
@@ -163,11 +202,14 @@ func (c *Config) validate() error {
 	for name, d := range map[string]time.Duration{
 		"IdleInterval": c.IdleInterval, "DiscoverInterval": c.DiscoverInterval,
 		"CheckpointInterval": c.CheckpointInterval, "CheckpointFailureLimit": c.CheckpointFailureLimit,
-		"RequestTimeout": c.RequestTimeout, "MaxBackoff": c.MaxBackoff,
+		"RequestTimeout": c.RequestTimeout, "MaxBackoff": c.MaxBackoff, "SendTimeout": c.SendTimeout,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must not be negative", name, d))
 		}
+	}
+	if c.Leases != nil && c.LeaseDuration < minLeaseDuration {
+		errs = append(errs, fmt.Errorf("LeaseDuration %v: want at least %v", c.LeaseDuration, minLeaseDuration))
 	}
 	if c.DescribeRate < 0 {
 		errs = append(errs, fmt.Errorf("DescribeRate %v: must not be negative", c.DescribeRate))
@@ -183,6 +225,7 @@ type Source struct {
 	store   checkpoint.Store
 	log     *slog.Logger
 	m       *metrics
+	lm      *leaseManager // nil without Config.Leases
 
 	describeLimit *rate.Limiter
 	started       atomic.Bool
@@ -227,6 +270,9 @@ func New(cfg Config, ddb *dynamodb.Client, streams *dynamodbstreams.Client, stor
 		describeLimit: rate.NewLimiter(rate.Limit(cfg.DescribeRate), 1),
 		shards:        map[string]*shard{},
 	}
+	if cfg.Leases != nil {
+		s.lm = newLeaseManager(s)
+	}
 	registerGauges(reg, s)
 	return s, nil
 }
@@ -247,7 +293,27 @@ func (s *Source) Run(ctx context.Context, emit cdc.Emit) error {
 	if err := s.resolve(ctx); err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	runCtx, cancelRun := context.WithCancelCause(ctx)
+	defer cancelRun(nil)
+	// The lease keeper outlives the readers: leases stay renewed until the
+	// final checkpoints are saved and the leases handed back.
+	var keepErr chan error
+	stopKeep := func() {}
+	if s.lm != nil {
+		s.lm.scope = streamScope(s.info.arn)
+		kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		stopKeep = stop
+		keepErr = make(chan error, 1)
+		go func() {
+			err := s.lm.keep(kctx)
+			if err != nil {
+				cancelRun(err)
+			}
+			keepErr <- err
+		}()
+	}
+	defer stopKeep()
+	g, gctx := errgroup.WithContext(runCtx)
 	c := newCoordinator(s, emit, g)
 	g.Go(func() error { return c.run(gctx) })
 	g.Go(func() error { return s.saveLoop(gctx) })
@@ -260,6 +326,13 @@ func (s *Source) Run(ctx context.Context, emit cdc.Emit) error {
 		s.log.Error("saving checkpoints on exit failed; the next start re-reads from older ones", "err", serr)
 		if err == nil || errors.Is(err, context.Canceled) {
 			err = serr
+		}
+	}
+	if s.lm != nil {
+		s.lm.releaseAll(fctx)
+		stopKeep()
+		if kerr := <-keepErr; kerr != nil {
+			err = kerr
 		}
 	}
 	if err == nil {

@@ -74,6 +74,12 @@ type Status struct {
 	Pending            int       `json:"pending_events"`
 	LastDiscovery      time.Time `json:"last_discovery,omitzero"`
 	Degraded           []string  `json:"degraded"`
+
+	// Leases is set when the shards are shared through leases.
+	Leases *LeaseStatus `json:"leases,omitempty"`
+	// ShardsLeasedElsewhere counts shards that may be read and whose lease
+	// another instance holds (or nobody yet).
+	ShardsLeasedElsewhere int `json:"shards_leased_elsewhere"`
 }
 
 // ShardStatus is one shard in Status.
@@ -86,6 +92,10 @@ type ShardStatus struct {
 	Checkpoint         string  `json:"checkpoint,omitempty"`
 	Pending            int     `json:"pending_events"`
 	IteratorAgeSeconds float64 `json:"iterator_age_seconds"`
+	// Owner is the lease's owner at the last listing, and Lease this
+	// instance's hold on it (held, starting, lapsed), with leases.
+	Owner string `json:"lease_owner,omitempty"`
+	Lease string `json:"lease,omitempty"`
 }
 
 // Status returns the source's state (a Status).
@@ -98,10 +108,12 @@ func (s *Source) Status() any {
 	shards := make([]*shard, 0, len(s.shards))
 	states := make([]shardState, 0, len(s.shards))
 	closed := make([]bool, 0, len(s.shards))
+	owners := make([]string, 0, len(s.shards))
 	for _, sh := range s.shards {
 		shards = append(shards, sh)
-		states = append(states, sh.state)
+		states = append(states, sh.gaugeState())
 		closed = append(closed, sh.closed)
+		owners = append(owners, sh.owner)
 	}
 	s.mu.Unlock()
 	for i, sh := range shards {
@@ -110,18 +122,23 @@ func (s *Source) Status() any {
 			st.ShardsReading++
 		case stateWaiting:
 			st.ShardsWaitingParent++
+		case stateElsewhere:
+			st.ShardsLeasedElsewhere++
 		case stateFinished:
 			st.ShardsFinished++
 			continue
 		}
 		ss := ShardStatus{ID: sh.id, Parent: sh.parent, State: states[i].String(), Closed: closed[i],
-			Pending: sh.tracker.Pending(), IteratorAgeSeconds: sh.iteratorAge(now).Seconds()}
+			Pending: sh.tracker.Pending(), IteratorAgeSeconds: sh.iteratorAge(now).Seconds(), Owner: owners[i]}
+		if s.lm != nil {
+			ss.Lease = s.lm.tenureStatus(sh)
+		}
 		if p := sh.lastRead.Load(); p != nil {
 			ss.LastRead = *p
 		}
-		sh.saveMu.Lock()
-		ss.Checkpoint = sh.saved
-		sh.saveMu.Unlock()
+		if p := sh.savedView.Load(); p != nil {
+			ss.Checkpoint = *p
+		}
 		st.Pending += ss.Pending
 		st.IteratorAgeSeconds = max(st.IteratorAgeSeconds, ss.IteratorAgeSeconds)
 		st.Shards = append(st.Shards, ss)
@@ -129,6 +146,15 @@ func (s *Source) Status() any {
 	slices.SortFunc(st.Shards, func(a, b ShardStatus) int { return strings.Compare(a.ID, b.ID) })
 	if t, ok := s.OldestUnacked(); ok {
 		st.LagSeconds = max(0, now.Sub(t).Seconds())
+	}
+	if s.lm != nil {
+		st.Leases = s.lm.status()
+		if st.Leases.Held+st.Leases.Lapsed+st.Leases.Starting == 0 {
+			st.Role = "standby" // every shard is read by other instances
+		}
+		if len(st.Leases.FencedSending) > 0 {
+			st.Degraded = append(st.Degraded, "sends paused: leases ran out before their renewal ("+strings.Join(st.Leases.FencedSending, ", ")+")")
+		}
 	}
 	if st.Degraded == nil {
 		st.Degraded = []string{}
