@@ -2,19 +2,23 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdcbridge/cdcbridge/checkpoint"
 	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
+	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
 	filestore "github.com/cdcbridge/cdcbridge/checkpoint/file"
 	kinesissink "github.com/cdcbridge/cdcbridge/sink/kinesis"
 	ddbsource "github.com/cdcbridge/cdcbridge/sources/dynamodb"
@@ -54,7 +58,12 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 
 	sinkCfg := sinkConfig(cfg)
 	sinkCfg.Heartbeat = h.heartbeat("kinesis sink")
-	producer, err := kinesissink.New(sinkCfg, kinesissink.NewClient(awsCfg, sinkCfg), reg, log.With("component", "sink"))
+	// Record sends pass the source's fence: an instance whose lease may
+	// have moved stops sending (see checkpoint/fence).
+	gate := fence.New(0)
+	kc := kinesissink.NewClient(awsCfg, sinkCfg)
+	kc = kinesis.New(kc.Options(), func(o *kinesis.Options) { o.HTTPClient = gate.Client(o.HTTPClient, fence.PutRecords) })
+	producer, err := kinesissink.New(sinkCfg, kc, reg, log.With("component", "sink"))
 	if err != nil {
 		return fail(fmt.Errorf("kinesis sink: %w", err))
 	}
@@ -71,13 +80,24 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 		}
 		p.source = src
 	case "dynamodb":
+		// A shared store means shared shards: leases in the same table.
+		var leases *ddbstore.Leases
+		if s, ok := store.(*ddbstore.Store); ok {
+			if leases, err = ddbstore.NewLeases(s, leaseOwner()); err != nil {
+				return fail(err)
+			}
+		}
 		src, err := ddbsource.New(ddbsource.Config{
-			Table:        cfg.DynamoDBTable,
-			StreamARN:    cfg.DynamoDBStreamARN,
-			Start:        cfg.DynamoDBStart,
-			OnTrimmed:    cfg.DynamoDBOnTrimmed,
-			IdleInterval: cfg.DynamoDBIdlePoll,
-			Heartbeat:    h.heartbeat("dynamodb source"),
+			Table:         cfg.DynamoDBTable,
+			StreamARN:     cfg.DynamoDBStreamARN,
+			Start:         cfg.DynamoDBStart,
+			OnTrimmed:     cfg.DynamoDBOnTrimmed,
+			IdleInterval:  cfg.DynamoDBIdlePoll,
+			Heartbeat:     h.heartbeat("dynamodb source"),
+			Leases:        leases,
+			LeaseDuration: cfg.LeaseDuration,
+			SendTimeout:   cfg.KinesisRequestTimeout,
+			Fence:         gate,
 		}, dynamodb.NewFromConfig(awsCfg), streamsClient(awsCfg), store, reg, log.With("component", "dynamodb"))
 		if err != nil {
 			return fail(fmt.Errorf("dynamodb source: %w", err))
@@ -97,6 +117,15 @@ func postgresConfig(cfg *Config) pgsource.Config {
 		Snapshot:    cfg.PostgresSnapshot,
 		OnSlotLost:  cfg.PostgresOnSlotLost,
 	}
+}
+
+// leaseOwner names this process in lease tables: host, pid and a random
+// suffix, so that a restarted process never passes for its predecessor.
+func leaseOwner() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)
 }
 
 // streamsClient allows one idle connection per shard reader: every shard
