@@ -52,6 +52,10 @@ type options struct {
 	results       string
 	only          map[string]bool
 	env           []string // extra environment of every bridge run
+	compare       string   // another cdcbridge binary run alongside, aggregation off
+	aggregation   bool     // also measure with aggregation on
+	memLimit      string   // GOMEMLIMIT of the extra footprint runs ("" for none)
+	commit        string   // what was measured, when not from git describe
 }
 
 // envFlags collects repeated -env KEY=VALUE flags.
@@ -99,6 +103,10 @@ func run(ctx context.Context) error {
 	flag.StringVar(&o.results, "results", filepath.Join(root, "bench", "results.json"), "results file")
 	flag.StringVar(&only, "only", "", "comma-separated phases to run ("+strings.Join(phases, ",")+"); default all")
 	var env envFlags
+	flag.BoolVar(&o.aggregation, "aggregation", true, "also measure the backlog with aggregation on")
+	flag.StringVar(&o.memLimit, "memlimit", "128MiB", "GOMEMLIMIT of extra runs (backlog without aggregation, large transaction) that show the footprint under a soft memory limit of the in-flight budget plus 64MiB; empty: no such runs")
+	flag.StringVar(&o.compare, "compare", "", "another cdcbridge binary to run in every round too (aggregation off), for A/B measurements of a change")
+	flag.StringVar(&o.commit, "commit", "", "the commit measured, for the results (default: git describe --always --dirty)")
 	flag.Var(&env, "env", "KEY=VALUE added to every bridge's environment (repeatable; for experiments: the figures are then not the defaults')")
 	flag.Parse()
 	o.env = env
@@ -160,7 +168,11 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.buildTools(ctx); err != nil {
 		return err
 	}
-	m := describeMachine(gitCommit(b.root))
+	commit := b.opts.commit
+	if commit == "" {
+		commit = gitCommit(b.root)
+	}
+	m := describeMachine(commit)
 	b.logf("machine: %d cores (%s), %d MiB, Linux %s, %s, commit %s", m.Cores, m.CPU, m.MemoryMiB, m.Kernel, m.GoVersion, m.Commit)
 
 	var pgSettingsShown map[string]string
@@ -179,6 +191,10 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 
+	if b.opts.memLimit != "" {
+		b.notes = append(b.notes, "rows marked GOMEMLIMIT run the same defaults with a Go soft memory limit of "+b.opts.memLimit+
+			" (the default in-flight budget of 64MiB plus 64MiB); cdcbridge itself sets a limit only from a container's cgroup limit")
+	}
 	if b.want("throughput") || b.want("kinesalite") {
 		if err := b.throughputPhase(ctx); err != nil {
 			return err
@@ -290,7 +306,7 @@ func (b *bench) report(m machine) error {
 			"kinesalite_changes":    b.opts.kinesalite,
 			"null_stream_shards":    b.opts.shards,
 		},
-		"bridge_settings": "defaults (linger 50ms, 8 requests in flight, 64MiB / 100000 events in flight) with ORDERING=key",
+		"bridge_settings": "defaults (linger 50ms, 8 requests in flight, 64MiB / 100000 events in flight, no GOMEMLIMIT) with ORDERING=key; *_memlimit figures add GOMEMLIMIT=" + b.opts.memLimit,
 		"figures":         b.figs,
 		"targets":         targets,
 		"runs":            b.runs,
@@ -321,6 +337,10 @@ func (b *bench) targets() []target {
 	add("peak RSS, backlog, aggregation off", "< 150", "bridge_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
 	add("peak RSS, backlog, aggregation on", "< 150", "bridge_agg_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
 	add("peak RSS, 1,000,000-row transaction", "< 150", "bigtx_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
+	if b.opts.memLimit != "" {
+		add("peak RSS, backlog, GOMEMLIMIT="+b.opts.memLimit, "< 150", "bridge_memlimit_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
+		add("peak RSS, 1,000,000-row transaction, GOMEMLIMIT="+b.opts.memLimit, "< 150", "bigtx_memlimit_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
+	}
 	return out
 }
 

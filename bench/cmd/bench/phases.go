@@ -66,7 +66,7 @@ func (b *bench) throughputPhase(ctx context.Context) error {
 		}
 
 		var ceil []ceilingRun
-		var off, on []throughputRun
+		var off, on, lim, cmp []throughputRun
 		for i := range b.opts.reps {
 			slot, err := copyOf("ceiling")
 			if err != nil {
@@ -82,6 +82,9 @@ func (b *bench) throughputPhase(ctx context.Context) error {
 				return err
 			}
 			for _, agg := range []bool{false, true} {
+				if agg && !b.opts.aggregation {
+					continue
+				}
 				slot, err := copyOf("bridge")
 				if err != nil {
 					return err
@@ -104,11 +107,52 @@ func (b *bench) throughputPhase(ctx context.Context) error {
 					return err
 				}
 			}
+			if b.opts.memLimit != "" {
+				slot, err := copyOf("memlimit")
+				if err != nil {
+					return err
+				}
+				r, err := b.runThroughput(ctx, runSpec{name: "memlimit", env: b.pgEnv(slot, false, "GOMEMLIMIT="+b.opts.memLimit), want: want, slot: slot})
+				if err != nil {
+					return err
+				}
+				b.printRun("aggregation off, GOMEMLIMIT="+b.opts.memLimit, i, r)
+				lim = append(lim, r)
+				if err := dropSlot(ctx, b.conn, slot); err != nil {
+					return err
+				}
+			}
+			if b.opts.compare != "" {
+				slot, err := copyOf("compare")
+				if err != nil {
+					return err
+				}
+				r, err := b.runThroughput(ctx, runSpec{name: "compare", env: b.pgEnv(slot, false), want: want, slot: slot, bin: b.opts.compare})
+				if err != nil {
+					return err
+				}
+				b.printRun("compared binary, aggregation off", i, r)
+				cmp = append(cmp, r)
+				if err := dropSlot(ctx, b.conn, slot); err != nil {
+					return err
+				}
+			}
+		}
+		if len(lim) > 0 {
+			b.runs["bridge_memlimit"] = lim
+			b.throughputFigures("bridge_memlimit", lim, ceil)
+		}
+		if len(cmp) > 0 {
+			b.runs["compared"] = cmp
+			b.throughputFigures("compare", cmp, ceil)
+			b.note("-compare %s: %d runs alongside", b.opts.compare, len(cmp))
 		}
 		b.runs["ceiling"], b.runs["bridge"], b.runs["bridge_aggregated"] = ceil, off, on
 		b.figs["ceiling_changes_per_s"] = newFigure("changes/s", collect(ceil, func(c ceilingRun) float64 { return c.ChangesPerSecond }))
 		b.throughputFigures("bridge", off, ceil)
-		b.throughputFigures("bridge_agg", on, ceil)
+		if len(on) > 0 {
+			b.throughputFigures("bridge_agg", on, ceil)
+		}
 
 		if b.opts.profile {
 			for _, agg := range []bool{false, true} {
@@ -314,24 +358,42 @@ func (b *bench) bigTxPhase(ctx context.Context) error {
 		return fmt.Errorf("big transaction: %w", err)
 	}
 	b.logf("one transaction of %d rows committed in %.1fs", b.opts.bigTx, time.Since(t0).Seconds())
-	var runs []throughputRun
-	for i := range b.opts.reps {
-		slot := fmt.Sprintf("bench_big_%d", i)
+	var runs, lim []throughputRun
+	n := 0
+	run := func(extra ...string) (throughputRun, error) {
+		n++
+		slot := fmt.Sprintf("bench_big_%d", n)
 		if err := copySlot(ctx, b.conn, base, slot); err != nil {
-			return err
+			return throughputRun{}, err
 		}
-		r, err := b.runThroughput(ctx, runSpec{name: "bigtx", env: b.pgEnv(slot, false), want: int64(b.opts.bigTx), slot: slot, stall: 3 * time.Minute})
+		r, err := b.runThroughput(ctx, runSpec{name: "bigtx", env: b.pgEnv(slot, false, extra...), want: int64(b.opts.bigTx), slot: slot, stall: 3 * time.Minute})
+		if err != nil {
+			return r, err
+		}
+		return r, dropSlot(ctx, b.conn, slot)
+	}
+	for i := range b.opts.reps {
+		r, err := run()
 		if err != nil {
 			return err
 		}
 		b.printRun("1,000,000-row transaction", i, r)
 		runs = append(runs, r)
-		if err := dropSlot(ctx, b.conn, slot); err != nil {
-			return err
+		if b.opts.memLimit != "" {
+			r, err := run("GOMEMLIMIT=" + b.opts.memLimit)
+			if err != nil {
+				return err
+			}
+			b.printRun("1,000,000-row transaction, GOMEMLIMIT="+b.opts.memLimit, i, r)
+			lim = append(lim, r)
 		}
 	}
 	b.runs["big_transaction"] = runs
 	b.throughputFigures("bigtx", runs, nil)
+	if len(lim) > 0 {
+		b.runs["big_transaction_memlimit"] = lim
+		b.throughputFigures("bigtx_memlimit", lim, nil)
+	}
 	return dropSlot(ctx, b.conn, base)
 }
 

@@ -135,6 +135,10 @@ func (b *bench) bridgeEnv(dir, httpAddr string, kv ...string) []string {
 
 // startBridge runs the binary with env (from bridgeEnv) in a new directory.
 func (b *bench) startBridge(name string, profile bool, kv ...string) (*bridge, error) {
+	return b.startBinary(b.bin, name, profile, kv...)
+}
+
+func (b *bench) startBinary(bin, name string, profile bool, kv ...string) (*bridge, error) {
 	dir, err := os.MkdirTemp(b.work, name+"-")
 	if err != nil {
 		return nil, err
@@ -143,7 +147,6 @@ func (b *bench) startBridge(name string, profile bool, kv ...string) (*bridge, e
 	if err != nil {
 		return nil, err
 	}
-	bin := b.bin
 	env := b.bridgeEnv(dir, httpAddr, kv...)
 	var pprofAddr string
 	if profile {

@@ -43,6 +43,7 @@ type runSpec struct {
 	// count then says how many changes it accepted.
 	kinesisURL string
 	count      func(br *bridge) (int64, error)
+	bin        string // the binary to run instead of bin/cdcbridge
 }
 
 func (b *bench) runThroughput(ctx context.Context, s runSpec) (throughputRun, error) {
@@ -59,7 +60,11 @@ func (b *bench) runThroughput(ctx context.Context, s runSpec) (throughputRun, er
 	}
 	env := append([]string{"AWS_ENDPOINT_URL_KINESIS=" + kinesisURL}, s.env...)
 	profile := s.profile != "" && b.opts.profile
-	br, err := b.startBridge(s.name, profile, env...)
+	bin := b.bin
+	if s.bin != "" {
+		bin = s.bin
+	}
+	br, err := b.startBinary(bin, s.name, profile, env...)
 	if err != nil {
 		return r, err
 	}
