@@ -288,8 +288,12 @@ func (b *bench) report(m machine) error {
 	for _, n := range b.notes {
 		fmt.Println("note:", n)
 	}
+	generated := time.Now().UTC().Format(time.RFC3339)
+	if err := writeMarkdown(filepath.Join(b.opts.outDir, "results.md"), b.figs, m, generated); err != nil {
+		return err
+	}
 	res := map[string]any{
-		"generated":        time.Now().UTC().Format(time.RFC3339),
+		"generated":        generated,
 		"command":          "make bench",
 		"duration_s":       time.Since(b.started).Seconds(),
 		"machine":          m,

@@ -149,6 +149,25 @@ func printTable(w io.Writer, figs map[string]figure) {
 	tw.Flush()
 }
 
+// writeMarkdown writes the table as the README's Performance section shows it.
+func writeMarkdown(path string, figs map[string]figure, m machine, generated string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Measured %s on %d cores (%s, %d MiB, Linux %s), commit %s, %s.\n\n", generated, m.Cores, m.CPU, m.MemoryMiB, m.Kernel, m.Commit, m.GoVersion)
+	b.WriteString("| figure | min | median | max | target |\n|---|---:|---:|---:|---|\n")
+	for _, r := range tableRows {
+		f, ok := figs[r.key]
+		if !ok {
+			continue
+		}
+		label := strings.TrimLeft(r.label, " ")
+		if label != r.label {
+			label = "&nbsp;&nbsp;" + label
+		}
+		fmt.Fprintf(&b, "| %s | "+r.format+" | "+r.format+" | "+r.format+" | %s |\n", label, f.Min, f.Median, f.Max, r.target)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
