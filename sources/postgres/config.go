@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
 )
 
 // Config configures the PostgreSQL source. Zero values take the documented
@@ -50,6 +52,13 @@ type Config struct {
 	// Heartbeat, when set, is called on every iteration of the main loops,
 	// including while waiting normally (for the lock, for acknowledgements).
 	Heartbeat func()
+	// LeaderTimeout is how long the server keeps the slot's lock for a
+	// leader it no longer hears from (default 10s; see fence.go). A standby
+	// takes over about two fifths of it after the leader's end.
+	LeaderTimeout time.Duration
+	// Fence, when set, is the gate of the sink's sends: a leader that lost
+	// the lock stops sending at once (see checkpoint/fence).
+	Fence *fence.Gate
 }
 
 const (
@@ -91,6 +100,9 @@ func (c *Config) setDefaults() {
 	if c.PublicationSyncInterval <= 0 {
 		c.PublicationSyncInterval = 10 * time.Second
 	}
+	if c.LeaderTimeout <= 0 {
+		c.LeaderTimeout = 10 * time.Second
+	}
 }
 
 func (c *Config) validate() error {
@@ -113,6 +125,9 @@ func (c *Config) validate() error {
 		if _, _, err := splitTableName(t); err != nil {
 			errs = append(errs, fmt.Errorf("postgres: tables: %w", err))
 		}
+	}
+	if c.LeaderTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("postgres: leader timeout %v: want at least 1s", c.LeaderTimeout))
 	}
 	switch c.Snapshot {
 	case SnapshotInitial, SnapshotNever:

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
 )
 
 // Leadership: one bridge per slot streams. Before it touches the slot, an
@@ -38,6 +40,11 @@ type lease struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	done   chan struct{}
+
+	leadership
+	hold     *fence.Hold // on Config.Fence: sends end when the lock may be lost
+	acquired time.Time
+	waited   bool // another instance held the lock first
 }
 
 // acquire waits until this instance holds the slot's lock.
@@ -63,9 +70,15 @@ func (s *Source) acquire(ctx context.Context) (*lease, error) {
 		}
 		s.clearDegraded()
 		s.ready.Store(true) // a healthy standby is ready
-		got, err := s.waitLock(ctx, conn, key)
+		got, waited, err := s.waitLock(ctx, conn, key)
+		var armed time.Time
 		if got {
-			l := &lease{conn: conn, done: make(chan struct{})}
+			armed, err = s.armLockSession(ctx, conn)
+			got = err == nil
+		}
+		if got {
+			l := &lease{conn: conn, done: make(chan struct{}), acquired: time.Now(), waited: waited}
+			l.hold = s.cfg.Fence.Hold("postgres slot "+s.cfg.Slot, armed.Add(s.cfg.LeaderTimeout), l.busy)
 			l.ctx, l.cancel = context.WithCancelCause(ctx)
 			go s.watchLease(l)
 			return l, nil
@@ -83,9 +96,10 @@ func (s *Source) acquire(ctx context.Context) (*lease, error) {
 
 // waitLock blocks on pg_advisory_lock in steps of lock_timeout, so the
 // wait stays visible to the heartbeat and to ctx.
-func (s *Source) waitLock(ctx context.Context, conn *pgx.Conn, key int64) (bool, error) {
+// waited reports whether another instance held the lock first.
+func (s *Source) waitLock(ctx context.Context, conn *pgx.Conn, key int64) (got, waited bool, err error) {
 	if _, err := conn.Exec(ctx, "SET lock_timeout = '2s'"); err != nil {
-		return false, fmt.Errorf("setting lock_timeout: %w", err)
+		return false, false, fmt.Errorf("setting lock_timeout: %w", err)
 	}
 	announced := false
 	for {
@@ -93,13 +107,13 @@ func (s *Source) waitLock(ctx context.Context, conn *pgx.Conn, key int64) (bool,
 		_, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
 		if err == nil {
 			if _, err := conn.Exec(ctx, "SET lock_timeout = 0"); err != nil {
-				return false, fmt.Errorf("resetting lock_timeout: %w", err)
+				return false, announced, fmt.Errorf("resetting lock_timeout: %w", err)
 			}
-			return true, nil
+			return true, announced, nil
 		}
 		var pgErr *pgconn.PgError
 		if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
-			return false, fmt.Errorf("taking the slot's advisory lock: %w", err)
+			return false, announced, fmt.Errorf("taking the slot's advisory lock: %w", err)
 		}
 		s.setRole("standby")
 		if !announced {
@@ -127,12 +141,14 @@ func lockHolder(ctx context.Context, conn *pgx.Conn, key int64) string {
 // watchLease ends the lease's context the moment the lock connection
 // breaks. A terminated backend sends an error and closes the socket, which
 // ends the wait at once; a silent network failure is caught by the ping
-// after each quiet interval (and by TCP keepalives).
+// after each quiet interval (a fifth of LeaderTimeout, see fence.go), which
+// also keeps the server's idle_session_timeout from ending the session.
 func (s *Source) watchLease(l *lease) {
 	defer close(l.done)
 	pc := l.conn.PgConn()
+	every := s.cfg.pingEvery()
 	for {
-		wctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
+		wctx, cancel := context.WithTimeout(l.ctx, every)
 		err := pc.WaitForNotification(wctx)
 		cancel()
 		if l.ctx.Err() != nil {
@@ -142,7 +158,8 @@ func (s *Source) watchLease(l *lease) {
 			s.loseLease(l, err)
 			return
 		}
-		pctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
+		sent := time.Now()
+		pctx, cancel := context.WithTimeout(l.ctx, every)
 		err = pc.Ping(pctx)
 		cancel()
 		if l.ctx.Err() != nil {
@@ -152,11 +169,13 @@ func (s *Source) watchLease(l *lease) {
 			s.loseLease(l, err)
 			return
 		}
+		l.hold.Extend(sent.Add(s.cfg.LeaderTimeout))
 	}
 }
 
 func (s *Source) loseLease(l *lease, err error) {
 	s.log.Error("the slot's lock connection broke: stopping at once, another instance may take over", "err", err)
+	l.hold.Revoke()
 	l.cancel(fmt.Errorf("%w: %v", errLeadershipLost, err))
 }
 

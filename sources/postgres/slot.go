@@ -116,6 +116,7 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgx
 		if slot.active {
 			// The previous holder's walsender may not have noticed its end
 			// yet; anything else streaming from our slot must stop first.
+			s.endStaleWalsender(ctx, pool, slot.activePID)
 			return slotPlan{}, fmt.Errorf("slot %s is in use by backend pid %d; waiting for it to be released", name, slot.activePID)
 		}
 	}

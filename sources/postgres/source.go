@@ -27,8 +27,11 @@ type Source struct {
 	m     *metrics
 	types *typeCache
 
-	ready atomic.Bool
-	pos   atomic.Pointer[positions] // the current session's
+	ready  atomic.Bool
+	pos    atomic.Pointer[positions] // the current session's
+	leader atomic.Pointer[lease]     // the lock while held
+
+	warnNoIdleTimeout sync.Once
 
 	mu       sync.Mutex
 	role     string
@@ -108,24 +111,37 @@ func (s *Source) Run(ctx context.Context, emit cdc.Emit) error {
 			}
 			return err
 		}
-		s.setRole("active")
-		s.log.Info("active: holding the slot's lock")
-		err = s.runActive(l.ctx, emit)
+		s.leader.Store(l)
+		if l.waited {
+			err = s.awaitTakeover(l.ctx, l)
+		}
+		if err == nil {
+			s.setRole("active")
+			s.log.Info("active: holding the slot's lock")
+			err = s.runActive(l.ctx, emit)
+		}
 		cause := context.Cause(l.ctx)
 		l.release()
+		s.leader.Store(nil)
 		// Events of the ended sessions are re-sent by whoever streams
 		// next; they no longer count as this instance's lag.
 		s.pos.Store(nil)
 		switch {
 		case ctx.Err() != nil:
+			l.hold.Close()
 			return nil
 		case errors.Is(cause, errLeadershipLost):
 			s.degrade("lost the slot's lock connection")
 			s.m.reconnects.Inc()
+			if err := s.drainLost(ctx, l); err != nil {
+				return err
+			}
 			continue
 		case err != nil:
+			l.hold.Close()
 			return err
 		}
+		l.hold.Close()
 	}
 }
 
@@ -215,6 +231,7 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 
 	pos := newPositions(plan.start)
 	s.pos.Store(pos)
+	s.noteSession(pos)
 	s.m.confirmedLSN.Set(float64(plan.start))
 	interval := s.cfg.StatusInterval
 	if wst, err := walSenderTimeout(ctx, conn); err == nil && wst > 0 && wst/3 < interval {
