@@ -74,6 +74,8 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 	case "postgres":
 		pc := postgresConfig(cfg)
 		pc.Heartbeat = h.heartbeat("postgres source")
+		pc.LeaderTimeout = cfg.LeaseDuration // how long the server keeps a silent leader's lock
+		pc.Fence = gate
 		src, err := pgsource.New(pc, store, reg, log.With("component", "postgres"))
 		if err != nil {
 			return fail(fmt.Errorf("postgres source: %w", err))
