@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"reflect"
@@ -180,6 +181,14 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 			p.add("CDCBRIDGE_DYNAMODB_STREAM_ARN: %q is not an ARN (want arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL)", raw.DynamoDBStreamARN)
 		}
 	}
+	if c.KinesisMaxInFlight > 256 {
+		p.add("CDCBRIDGE_KINESIS_MAX_IN_FLIGHT: %d is above 256, the most concurrent PutRecords requests the producer runs", c.KinesisMaxInFlight)
+	}
+	if c.HTTPAddr != "" {
+		if err := checkListenAddr(c.HTTPAddr); err != nil {
+			p.add("CDCBRIDGE_HTTP_ADDR: %q %v (want host:port or :port, such as :9464)", c.HTTPAddr, err)
+		}
+	}
 	if c.KinesisMaxRequestBytes > 10<<20 {
 		p.add("CDCBRIDGE_KINESIS_MAX_REQUEST_BYTES: %d is above the 10MiB Kinesis allows per PutRecords request", c.KinesisMaxRequestBytes)
 	}
@@ -302,7 +311,10 @@ func (p *parser) store(v, s string) (scheme, target string) {
 	}
 	switch u.Scheme {
 	case "file":
-		if u.Path == "" || !strings.HasPrefix(u.Path, "/") {
+		// file://relative/cp.json parses as host "relative" and path
+		// "/cp.json": a file nobody meant. Only an empty host (or
+		// localhost) leaves the path as written.
+		if u.Path == "" || !strings.HasPrefix(u.Path, "/") || (u.Host != "" && u.Host != "localhost") {
 			p.add("%s: %q needs an absolute path (file:///var/lib/cdcbridge/checkpoints.json)", name(v), s)
 		}
 		return "file", u.Path
@@ -340,6 +352,19 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is out of range", s)
 	}
 	return n * mult, nil
+}
+
+// checkListenAddr accepts what net.Listen("tcp", ...) takes: host:port
+// with a port from 0 to 65535 (the host may be empty).
+func checkListenAddr(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("is not host:port")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("has no valid port (0 to 65535)")
+	}
+	return nil
 }
 
 func checkPostgresURL(s string) error {

@@ -77,6 +77,18 @@ func TestConfigErrors(t *testing.T) {
 			"CDCBRIDGE_DYNAMODB_TABLE": "t", "CDCBRIDGE_DYNAMODB_STREAM_ARN": "arn:aws:dynamodb:us-east-1:1:table/t/stream/x"}, []string{
 			"(got both)",
 		}},
+		{"checkpoint file with a host", base(map[string]string{"CDCBRIDGE_CHECKPOINT_STORE": "file://relative/cp.json"}), []string{
+			`CDCBRIDGE_CHECKPOINT_STORE: "file://relative/cp.json" needs an absolute path`,
+		}},
+		{"too many requests in flight", base(map[string]string{"CDCBRIDGE_KINESIS_MAX_IN_FLIGHT": "100000"}), []string{
+			"CDCBRIDGE_KINESIS_MAX_IN_FLIGHT: 100000 is above 256",
+		}},
+		{"listen address", base(map[string]string{"CDCBRIDGE_HTTP_ADDR": "not an address"}), []string{
+			`CDCBRIDGE_HTTP_ADDR: "not an address" is not host:port`,
+		}},
+		{"listen port", base(map[string]string{"CDCBRIDGE_HTTP_ADDR": "127.0.0.1:99999"}), []string{
+			`CDCBRIDGE_HTTP_ADDR: "127.0.0.1:99999" has no valid port`,
+		}},
 		{"every bad value at once", base(map[string]string{
 			"CDCBRIDGE_KINESIS_LINGER":            "soon",
 			"CDCBRIDGE_SHUTDOWN_TIMEOUT":          "-1s",
