@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // tcpProxy forwards loopback TCP connections to a server, with a switch
@@ -20,6 +21,7 @@ type tcpProxy struct {
 	frozen bool
 	conns  map[*proxyConn]struct{}
 	closed bool
+	lastUp time.Time // when the clients last sent bytes that went through
 }
 
 type proxyConn struct {
@@ -66,19 +68,26 @@ func (p *tcpProxy) accept() {
 		}
 		p.conns[pc] = struct{}{}
 		p.mu.Unlock()
-		go p.pipe(pc, c, s)
-		go p.pipe(pc, s, c)
+		go p.pipe(pc, c, s, true)
+		go p.pipe(pc, s, c, false)
 	}
 }
 
-func (p *tcpProxy) pipe(pc *proxyConn, from, to net.Conn) {
+func (p *tcpProxy) pipe(pc *proxyConn, from, to net.Conn, up bool) {
 	buf := make([]byte, 32<<10)
 	defer func() {
 		from.Close()
-		to.Close()
+		// A partition hides a close from the other side too: it stays
+		// open until the thaw resets it.
 		p.mu.Lock()
-		delete(p.conns, pc)
+		hidden := p.frozen || pc.lost
+		if !hidden {
+			delete(p.conns, pc)
+		}
 		p.mu.Unlock()
+		if !hidden {
+			to.Close()
+		}
 	}()
 	for {
 		n, err := from.Read(buf)
@@ -87,6 +96,8 @@ func (p *tcpProxy) pipe(pc *proxyConn, from, to net.Conn) {
 			drop := p.frozen
 			if drop {
 				pc.lost = true
+			} else if up {
+				p.lastUp = time.Now()
 			}
 			p.mu.Unlock()
 			if !drop {
@@ -96,16 +107,24 @@ func (p *tcpProxy) pipe(pc *proxyConn, from, to net.Conn) {
 			}
 		}
 		if err != nil {
-			if err != io.EOF {
-				return
-			}
-			if tc, ok := to.(*net.TCPConn); ok {
-				_ = tc.CloseWrite()
-				return
+			p.mu.Lock()
+			hidden := p.frozen || pc.lost
+			p.mu.Unlock()
+			if err == io.EOF && !hidden {
+				if tc, ok := to.(*net.TCPConn); ok {
+					_ = tc.CloseWrite()
+				}
 			}
 			return
 		}
 	}
+}
+
+// LastUpload returns when a client's bytes last went through to the server.
+func (p *tcpProxy) LastUpload() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastUp
 }
 
 // Freeze drops every byte from now on, in both directions.
@@ -130,6 +149,9 @@ func (p *tcpProxy) Thaw() {
 	for _, pc := range broken {
 		pc.client.Close()
 		pc.server.Close()
+		p.mu.Lock()
+		delete(p.conns, pc)
+		p.mu.Unlock()
 	}
 }
 
