@@ -124,3 +124,59 @@ func loadDynamoDB(ctx context.Context, d *testenv.DynamoDBLocal, n int) (int, ti
 	}
 	return max(1, len(sd.StreamDescription.Shards)), took, nil
 }
+
+// dynamoPhase times DynamoDB Local's stream and then the scripted stream
+// of the same items, both into the null endpoint.
+func (b *bench) dynamoPhase(ctx context.Context) error {
+	d, err := testenv.StartDynamoDB()
+	if err != nil {
+		return err
+	}
+	defer d.Stop()
+	shards, took, err := loadDynamoDB(ctx, d, b.opts.ddbItems)
+	if err != nil {
+		return err
+	}
+	b.logf("DynamoDB Local: %d items written in %.1fs; its stream has %d shard(s)", b.opts.ddbItems, took.Seconds(), shards)
+	var local []throughputRun
+	for i := range b.opts.reps {
+		r, err := b.runThroughput(ctx, runSpec{name: "dynamodb-local", want: int64(b.opts.ddbItems), env: []string{
+			"CDCBRIDGE_SOURCE=dynamodb",
+			"CDCBRIDGE_DYNAMODB_TABLE=" + ddbTable,
+			"AWS_ENDPOINT_URL_DYNAMODB=" + d.Endpoint,
+			"AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + d.Endpoint,
+		}})
+		if err != nil {
+			return err
+		}
+		b.printRun("DynamoDB Local", i, r)
+		local = append(local, r)
+	}
+	_ = d.Stop() // its JVM has no part in what follows
+
+	s, err := newScriptedStreams(ddbTable, shards, b.opts.scriptedItems)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	var scripted []throughputRun
+	for i := range b.opts.reps {
+		r, err := b.runThroughput(ctx, runSpec{name: "dynamodb-scripted", want: int64(b.opts.scriptedItems), env: []string{
+			"CDCBRIDGE_SOURCE=dynamodb",
+			"CDCBRIDGE_DYNAMODB_STREAM_ARN=" + s.ARN,
+			"AWS_ENDPOINT_URL_DYNAMODB=" + s.URL,
+			"AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + s.URL,
+		}})
+		if err != nil {
+			return err
+		}
+		b.printRun("scripted DynamoDB Streams", i, r)
+		scripted = append(scripted, r)
+	}
+	b.runs["dynamodb_local"], b.runs["dynamodb_scripted"] = local, scripted
+	b.figs["ddb_local_changes_per_s"] = newFigure("changes/s", collect(local, func(r throughputRun) float64 { return r.ChangesPerSecond }))
+	b.figs["ddb_local_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", collect(local, func(r throughputRun) float64 { return r.CPUPer100k }))
+	b.figs["ddb_scripted_changes_per_s"] = newFigure("changes/s", collect(scripted, func(r throughputRun) float64 { return r.ChangesPerSecond }))
+	b.figs["ddb_scripted_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", collect(scripted, func(r throughputRun) float64 { return r.CPUPer100k }))
+	return nil
+}

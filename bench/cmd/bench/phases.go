@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
 )
@@ -247,105 +244,6 @@ func (b *bench) kinesalitePhase(ctx context.Context, copyOf func(string) (string
 	return nil
 }
 
-// latencyWindow is one latency repetition.
-type latencyWindow struct {
-	latencySummary
-	Rate float64 `json:"changes_per_second"`
-}
-
-// latencyPhase runs the bridge with default settings on a new slot while
-// changes are committed at a steady rate, and reads commit-to-accepted
-// latency from the endpoint in consecutive windows after a warm-up.
-func (b *bench) latencyPhase(ctx context.Context) error {
-	const slot = "bench_latency"
-	// The load updates existing rows (the backlog's, or these).
-	if _, err := b.conn.Exec(ctx, `INSERT INTO bench_items `+rowSelect+`(0, $1) g ON CONFLICT DO NOTHING`, distinctKeys-1); err != nil {
-		return err
-	}
-	ep, err := b.startEndpoint("latency", true)
-	if err != nil {
-		return err
-	}
-	defer ep.stop(syscall.SIGTERM, 5*time.Second)
-	br, err := b.startBridge("latency", false, append([]string{"AWS_ENDPOINT_URL_KINESIS=" + ep.URL}, b.pgEnv(slot, false)...)...)
-	if err != nil {
-		return err
-	}
-	defer br.shutdown(30 * time.Second)
-	if err := waitHTTP200(ctx, "http://"+br.httpAddr+"/readyz", br.child, time.Minute); err != nil {
-		return err
-	}
-	gen, err := pgx.Connect(ctx, b.pg.URL(database))
-	if err != nil {
-		return err
-	}
-	defer gen.Close(context.Background())
-	genCtx, stopGen := context.WithCancel(ctx)
-	type genResult struct {
-		n   int
-		err error
-	}
-	genDone := make(chan genResult, 1)
-	go func() {
-		n, err := steadyLoad(genCtx, gen, b.opts.latencyRate, 5)
-		genDone <- genResult{n, err}
-	}()
-	defer stopGen()
-	b.logf("latency: %d changes/s in 5-row transactions; %s warm-up, then %d windows of %s", b.opts.latencyRate, b.opts.latencyWarmup, b.opts.reps, b.opts.latencyWindow)
-	if err := sleepCtx(ctx, b.opts.latencyWarmup); err != nil {
-		return err
-	}
-	if _, err := ep.latency(true); err != nil {
-		return err
-	}
-	cpu0, err := readProc(br.pid())
-	if err != nil {
-		return err
-	}
-	var windows []latencyWindow
-	samples := 0
-	for i := range b.opts.reps {
-		t := time.Now()
-		if err := sleepCtx(ctx, b.opts.latencyWindow); err != nil {
-			return err
-		}
-		s, err := ep.latency(true)
-		if err != nil {
-			return err
-		}
-		if s.N == 0 || s.Bad > 0 {
-			return fmt.Errorf("latency window %d: %d samples, %d envelopes without a time\n%s", i+1, s.N, s.Bad, br.logTail(20))
-		}
-		w := latencyWindow{latencySummary: s, Rate: float64(s.N) / time.Since(t).Seconds()}
-		windows = append(windows, w)
-		samples += s.N
-		b.logf("latency #%d: p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d changes (%.0f/s)", i+1, s.P50, s.P99, s.Max, s.N, w.Rate)
-		if !br.running() {
-			return fmt.Errorf("cdcbridge exited: %s", br.logTail(20))
-		}
-	}
-	cpu1, err := readProc(br.pid())
-	if err != nil {
-		return err
-	}
-	stopGen()
-	if g := <-genDone; g.err != nil {
-		return fmt.Errorf("load generator: %w", g.err)
-	}
-	b.runs["latency"] = windows
-	b.figs["latency_p50_ms"] = newFigure("ms", collect(windows, func(w latencyWindow) float64 { return w.P50 }))
-	b.figs["latency_p99_ms"] = newFigure("ms", collect(windows, func(w latencyWindow) float64 { return w.P99 }))
-	b.figs["latency_max_ms"] = newFigure("ms", collect(windows, func(w latencyWindow) float64 { return w.Max }))
-	b.figs["latency_rate"] = newFigure("changes/s", collect(windows, func(w latencyWindow) float64 { return w.Rate }))
-	if samples > 0 {
-		v := (cpu1.CPUSeconds - cpu0.CPUSeconds) / float64(samples) * 100_000
-		b.figs["latency_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", []float64{v})
-	}
-	b.figs["latency_peak_rss_mib"] = newFigure("MiB", []float64{float64(cpu1.PeakRSS) / (1 << 20)})
-	br.shutdown(30 * time.Second)
-	return dropSlot(ctx, b.conn, slot)
-}
-
 // bigTxPhase commits one transaction of opts.bigTx rows behind a base
 // slot and drains copies of it.
 func (b *bench) bigTxPhase(ctx context.Context) error {
@@ -395,60 +293,4 @@ func (b *bench) bigTxPhase(ctx context.Context) error {
 		b.throughputFigures("bigtx_memlimit", lim, nil)
 	}
 	return dropSlot(ctx, b.conn, base)
-}
-
-// dynamoPhase times DynamoDB Local's stream and then the scripted stream
-// of the same items, both into the null endpoint.
-func (b *bench) dynamoPhase(ctx context.Context) error {
-	d, err := testenv.StartDynamoDB()
-	if err != nil {
-		return err
-	}
-	defer d.Stop()
-	shards, took, err := loadDynamoDB(ctx, d, b.opts.ddbItems)
-	if err != nil {
-		return err
-	}
-	b.logf("DynamoDB Local: %d items written in %.1fs; its stream has %d shard(s)", b.opts.ddbItems, took.Seconds(), shards)
-	var local []throughputRun
-	for i := range b.opts.reps {
-		r, err := b.runThroughput(ctx, runSpec{name: "dynamodb-local", want: int64(b.opts.ddbItems), env: []string{
-			"CDCBRIDGE_SOURCE=dynamodb",
-			"CDCBRIDGE_DYNAMODB_TABLE=" + ddbTable,
-			"AWS_ENDPOINT_URL_DYNAMODB=" + d.Endpoint,
-			"AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + d.Endpoint,
-		}})
-		if err != nil {
-			return err
-		}
-		b.printRun("DynamoDB Local", i, r)
-		local = append(local, r)
-	}
-	_ = d.Stop() // its JVM has no part in what follows
-
-	s, err := newScriptedStreams(ddbTable, shards, b.opts.scriptedItems)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	var scripted []throughputRun
-	for i := range b.opts.reps {
-		r, err := b.runThroughput(ctx, runSpec{name: "dynamodb-scripted", want: int64(b.opts.scriptedItems), env: []string{
-			"CDCBRIDGE_SOURCE=dynamodb",
-			"CDCBRIDGE_DYNAMODB_STREAM_ARN=" + s.ARN,
-			"AWS_ENDPOINT_URL_DYNAMODB=" + s.URL,
-			"AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + s.URL,
-		}})
-		if err != nil {
-			return err
-		}
-		b.printRun("scripted DynamoDB Streams", i, r)
-		scripted = append(scripted, r)
-	}
-	b.runs["dynamodb_local"], b.runs["dynamodb_scripted"] = local, scripted
-	b.figs["ddb_local_changes_per_s"] = newFigure("changes/s", collect(local, func(r throughputRun) float64 { return r.ChangesPerSecond }))
-	b.figs["ddb_local_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", collect(local, func(r throughputRun) float64 { return r.CPUPer100k }))
-	b.figs["ddb_scripted_changes_per_s"] = newFigure("changes/s", collect(scripted, func(r throughputRun) float64 { return r.ChangesPerSecond }))
-	b.figs["ddb_scripted_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", collect(scripted, func(r throughputRun) float64 { return r.CPUPer100k }))
-	return nil
 }
