@@ -95,6 +95,17 @@ func (ld *leadership) busy() bool {
 	return false
 }
 
+// endHold ends the leadership's hold once the lock is released: events
+// still in the sink stay refused (another instance may stream now);
+// without any, the hold goes.
+func (l *lease) endHold() {
+	if l.busy() {
+		l.hold.Revoke()
+		return
+	}
+	l.hold.Close()
+}
+
 // noteSession adds a replication session to the current leadership.
 func (s *Source) noteSession(p *positions) {
 	if l := s.leader.Load(); l != nil {
@@ -105,7 +116,7 @@ func (s *Source) noteSession(p *positions) {
 // drainLost handles the end of a leadership whose lock was lost: with a
 // fence, events still in the sink can never be sent now, so Run must stop.
 func (s *Source) drainLost(ctx context.Context, l *lease) error {
-	defer l.hold.Close()
+	defer l.endHold()
 	if s.cfg.Fence == nil {
 		return nil
 	}

@@ -101,19 +101,31 @@ func (s *Source) waitLock(ctx context.Context, conn *pgx.Conn, key int64) (got, 
 	if _, err := conn.Exec(ctx, "SET lock_timeout = '2s'"); err != nil {
 		return false, false, fmt.Errorf("setting lock_timeout: %w", err)
 	}
+	// Whether the lock was free decides whether a previous leader may
+	// still be stopping (see fence.go).
+	var free bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&free); err != nil {
+		return false, false, fmt.Errorf("taking the slot's advisory lock: %w", err)
+	}
+	if free {
+		if _, err := conn.Exec(ctx, "SET lock_timeout = 0"); err != nil {
+			return false, false, fmt.Errorf("resetting lock_timeout: %w", err)
+		}
+		return true, false, nil
+	}
 	announced := false
 	for {
 		s.heartbeat()
 		_, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
 		if err == nil {
 			if _, err := conn.Exec(ctx, "SET lock_timeout = 0"); err != nil {
-				return false, announced, fmt.Errorf("resetting lock_timeout: %w", err)
+				return false, true, fmt.Errorf("resetting lock_timeout: %w", err)
 			}
-			return true, announced, nil
+			return true, true, nil
 		}
 		var pgErr *pgconn.PgError
 		if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
-			return false, announced, fmt.Errorf("taking the slot's advisory lock: %w", err)
+			return false, true, fmt.Errorf("taking the slot's advisory lock: %w", err)
 		}
 		s.setRole("standby")
 		if !announced {

@@ -128,7 +128,7 @@ func (s *Source) Run(ctx context.Context, emit cdc.Emit) error {
 		s.pos.Store(nil)
 		switch {
 		case ctx.Err() != nil:
-			l.hold.Close()
+			l.endHold()
 			return nil
 		case errors.Is(cause, errLeadershipLost):
 			s.degrade("lost the slot's lock connection")
@@ -138,10 +138,10 @@ func (s *Source) Run(ctx context.Context, emit cdc.Emit) error {
 			}
 			continue
 		case err != nil:
-			l.hold.Close()
+			l.endHold()
 			return err
 		}
-		l.hold.Close()
+		l.endHold()
 	}
 }
 
