@@ -58,6 +58,11 @@ func classify(ctx context.Context, err error) errClass {
 		return classRetry
 	case throttles.IsErrorThrottle(err) == aws.TrueTernary, retryables.IsErrorRetryable(err) == aws.TrueTernary:
 		return classRetry
+	case isUnreadable(err):
+		// An answer that cannot be read (cut short, an HTML page from a
+		// proxy) says nothing about the request; every call the source
+		// makes is safe to repeat.
+		return classRetry
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) {
@@ -66,10 +71,18 @@ func classify(ctx context.Context, err error) errClass {
 	return classFatal
 }
 
+func isUnreadable(err error) bool {
+	var de *smithy.DeserializationError
+	return errors.As(err, &de)
+}
+
 // errorCode is a low-cardinality label for a failed call.
 func errorCode(err error) string {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return "timeout"
+	}
+	if isUnreadable(err) {
+		return "unreadable_answer"
 	}
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode() != "" {
