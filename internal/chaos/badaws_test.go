@@ -1,0 +1,199 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/internal/verify"
+)
+
+// TestBadKinesis: a stream that does not exist, credentials refused at
+// start and in the middle of a run, and the stream deleted in the middle
+// of a run. Each stops the bridge with a message that names the cause;
+// after the cause is removed, a restart delivers what was not delivered.
+func TestBadKinesis(t *testing.T) {
+	t.Parallel()
+	pg, kin := testenv.PG(t), testenv.Kinesalite(t)
+
+	t.Run("missing stream", func(t *testing.T) {
+		t.Parallel()
+		r := newPGRig(t, "missing stream", pg, kin)
+		env := append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0")
+		env = append(env, r.env(pg.URL(r.DB), kin.Endpoint)...)
+		env = append(env, "CDCBRIDGE_KINESIS_STREAM=nosuchstream")
+		code, out := runOnce(t, 90*time.Second, env)
+		if code <= 0 || !contains(out, "nosuchstream", "not") {
+			t.Errorf("exit %d; want an error naming the missing stream:\n%s", code, tail(out, 10))
+		}
+		t.Logf("exit %d: %s", code, lastLine(out))
+	})
+
+	t.Run("credentials refused at start", func(t *testing.T) {
+		t.Parallel()
+		r := newPGRig(t, "credentials refused", pg, kin)
+		fake := kinesisfake.New(kinesisfake.Options{Upstream: kin.Endpoint})
+		t.Cleanup(fake.Close)
+		fake.SetFaults(kinesisfake.Faults{Errors: map[string]string{"DescribeStreamSummary": "UnrecognizedClientException", "ListShards": "UnrecognizedClientException"}})
+		env := append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0")
+		env = append(env, r.env(pg.URL(r.DB), fake.URL)...)
+		code, out := runOnce(t, 90*time.Second, env)
+		if code <= 0 || !contains(strings.ToLower(out), "unrecognizedclient") {
+			t.Errorf("exit %d; want an error naming the refusal:\n%s", code, tail(out, 10))
+		}
+		t.Logf("exit %d: %s", code, lastLine(out))
+	})
+
+	t.Run("credentials refused mid-run", func(t *testing.T) {
+		t.Parallel()
+		const name = "bad input: credentials refused mid-run"
+		r := newPGRig(t, name, pg, kin)
+		r.Work.Changes, r.Work.TxPerSecond = Pick(params, 1500, 5000), 30
+		fake := kinesisfake.New(kinesisfake.Options{Upstream: kin.Endpoint})
+		t.Cleanup(fake.Close)
+		b := NewBridge(t, r.env(pg.URL(r.DB), fake.URL)...)
+		b.Start()
+		waitStreaming(t, b)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		wait := runAsync(t, "workload", func() error { return r.Work.Run(ctx) })
+		sleep(ctx, 3*time.Second)
+		fake.SetFaults(kinesisfake.Faults{Errors: map[string]string{"PutRecords": "UnrecognizedClientException"}})
+		expectFailure(t, b, time.Minute, "unrecognizedclient")
+		fake.SetFaults(kinesisfake.Faults{})
+		b.Start()
+		waitStreaming(t, b)
+		wait()
+		r.finish(b, 2*time.Minute)
+	})
+
+	t.Run("stream deleted mid-run", func(t *testing.T) {
+		t.Parallel()
+		r := newPGRig(t, "stream deleted", pg, kin)
+		r.Work.Changes, r.Work.TxPerSecond = Pick(params, 1500, 5000), 30
+		b := NewBridge(t, r.env(pg.URL(r.DB), kin.Endpoint)...)
+		b.Start()
+		waitStreaming(t, b)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		wait := runAsync(t, "workload", func() error { return r.Work.Run(ctx) })
+		sleep(ctx, 3*time.Second)
+		kc := kin.Client()
+		if _, err := kc.DeleteStream(ctx, &kinesis.DeleteStreamInput{StreamName: aws.String(r.Stream)}); err != nil {
+			t.Fatal(err)
+		}
+		deletedAt := r.Log.Len()
+		expectFailure(t, b, 2*time.Minute, "not found", r.Stream)
+		// The stream comes back (empty); what the old one held is gone
+		// with it, but nothing committed after the deletion may be lost.
+		for {
+			_, err := kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(r.Stream)})
+			var nf *types.ResourceNotFoundException
+			if errors.As(err, &nf) {
+				break
+			}
+			sleep(ctx, 100*time.Millisecond)
+		}
+		if err := kin.CreateStream(ctx, r.Stream, 4); err != nil {
+			t.Fatal(err)
+		}
+		b.Start()
+		waitStreaming(t, b)
+		wait()
+		after := &verify.Log{}
+		after.Add(r.Log.Changes()[deletedAt:]...)
+		var res verify.Result
+		for deadline := time.Now().Add(2 * time.Minute); ; sleep(ctx, 2*time.Second) {
+			recs, err := verify.ReadAll(ctx, kc, r.Stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res = verify.Compare(recs, after, nil)
+			if res.Missing == 0 || time.Now().After(deadline) {
+				break
+			}
+		}
+		if res.Missing > 0 || res.OrderViolations > 0 || res.Invalid > 0 || res.DuplicatesDiffer > 0 {
+			t.Errorf("after the stream came back: %v", res.Err())
+		}
+		logf(t, "after the stream came back: %d of the %d changes committed after the deletion delivered, %d earlier ones sent again",
+			res.Delivered, res.Written, res.Unexpected)
+	})
+}
+
+// TestBadDynamoDBTable: a table that does not exist stops the bridge with
+// a message naming it.
+func TestBadDynamoDBTable(t *testing.T) {
+	t.Parallel()
+	ddb, kin := testenv.DynamoDB(t), testenv.Kinesalite(t)
+	r := newDDBRig(t, "missing table", ddb, kin)
+	env := append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0")
+	env = append(env, r.env(ddb.Endpoint, kin.Endpoint)...)
+	env = append(env, "CDCBRIDGE_DYNAMODB_TABLE=nosuchtable")
+	code, out := runOnce(t, 90*time.Second, env)
+	if code <= 0 || !contains(out, "nosuchtable") {
+		t.Errorf("exit %d; want an error naming the missing table:\n%s", code, tail(out, 10))
+	}
+	t.Logf("exit %d: %s", code, lastLine(out))
+}
+
+// TestMalformedResponses puts the bridge behind endpoints whose answers
+// are sometimes cut short, HTML pages (200 and 502) or of the wrong
+// content type: Kinesis for the Postgres bridge, DynamoDB Streams for the
+// DynamoDB bridge. Nothing may be lost or reordered.
+func TestMalformedResponses(t *testing.T) {
+	t.Parallel()
+	t.Run("kinesis", func(t *testing.T) {
+		t.Parallel()
+		const name = "bad input: malformed Kinesis answers"
+		pg, kin := testenv.PG(t), testenv.Kinesalite(t)
+		r := newPGRig(t, name, pg, kin)
+		r.Work.Changes, r.Work.TxPerSecond = Pick(params, 2000, 10000), 30
+		m := NewMangler(kin.Endpoint, params.Rand(name), 0.05, "PutRecords", "DescribeStreamSummary", "ListShards")
+		t.Cleanup(m.Close)
+		b := NewBridge(t, r.env(pg.URL(r.DB), m.URL)...)
+		b.Start()
+		waitStreaming(t, b)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := r.Work.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		m.SetRate(0)
+		logf(t, "%d answers spoiled", m.Spoiled.Load())
+		r.finish(b, 2*time.Minute)
+		if m.Spoiled.Load() == 0 {
+			t.Error("no answer was spoiled")
+		}
+	})
+	t.Run("dynamodb streams", func(t *testing.T) {
+		t.Parallel()
+		const name = "bad input: malformed DynamoDB Streams answers"
+		ddb, kin := testenv.DynamoDB(t), testenv.Kinesalite(t)
+		r := newDDBRig(t, name, ddb, kin)
+		r.Work.Changes, r.Work.TxPerSecond = Pick(params, 600, 2000), 20
+		m := NewMangler(ddb.Endpoint, params.Rand(name), 0.05, "GetRecords", "GetShardIterator", "DescribeStream")
+		t.Cleanup(m.Close)
+		b := NewBridge(t, r.env(m.URL, kin.Endpoint)...)
+		b.Start()
+		b.WaitReady(90 * time.Second)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if err := r.Work.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		logf(t, "%d answers spoiled", m.Spoiled.Load())
+		r.finish(b, 2*time.Minute)
+		if m.Spoiled.Load() == 0 {
+			t.Error("no answer was spoiled")
+		}
+	})
+}
