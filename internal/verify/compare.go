@@ -129,6 +129,9 @@ func Compare(recs []Record, log *Log, dlq *DLQ) Result {
 		}
 		lastSeq[pk] = e.Sequence
 
+		if log.ignored(e.Subject) {
+			continue
+		}
 		body := e
 		if e.IsPlaceholder() {
 			res.Placeholders++

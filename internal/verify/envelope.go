@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -136,7 +137,11 @@ func parseEnvelope(b []byte) (*Envelope, error) {
 				return bad("message event without data.message")
 			}
 		}
-		if (data.Op == "insert" || data.Op == "update" || data.Op == "delete" || data.Op == "read") && !isObject(e.Key) {
+		// A row has its key, unless its table has none: such a table
+		// (REPLICA IDENTITY FULL, or inserts only) is ordered as a whole,
+		// under the partition key schema.table:*.
+		if (data.Op == "insert" || data.Op == "update" || data.Op == "delete" || data.Op == "read") && !isObject(e.Key) &&
+			!(e.Key == nil && strings.HasSuffix(raw.PartitionKey, ":*")) {
 			return bad("%s without a key object", data.Op)
 		}
 	}

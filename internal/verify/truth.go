@@ -53,6 +53,26 @@ type Log struct {
 	mu      sync.Mutex
 	changes []Change
 	final   map[string]int64 // row -> version; absent rows -1
+	ignore  map[string]bool  // tables whose events Compare leaves alone
+}
+
+// Ignore makes Compare pass over the events of tables (subjects) that the
+// caller checks by other means, such as tables without a key.
+func (l *Log) Ignore(tables ...string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ignore == nil {
+		l.ignore = map[string]bool{}
+	}
+	for _, t := range tables {
+		l.ignore[t] = true
+	}
+}
+
+func (l *Log) ignored(table string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ignore[table]
 }
 
 // Add records committed changes.

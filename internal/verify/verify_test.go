@@ -209,6 +209,16 @@ func TestParseEnvelopeGolden(t *testing.T) {
 			t.Errorf("%s: %v", filepath.Base(f), err)
 		}
 	}
+	// A table without a key is ordered as a whole: no key object, and the
+	// partition key schema.table:*.
+	keyless := `{"specversion":"1.0","id":"1","source":"/s","type":"io.cdcbridge.insert","subject":"public.t",` +
+		`"datacontenttype":"application/json","partitionkey":"public.t:*","sequence":"1","data":{"op":"insert","key":null,"before":null,"after":{"a":1}}}`
+	if _, err := parseEnvelope([]byte(keyless)); err != nil {
+		t.Errorf("keyless table: %v", err)
+	}
+	if _, err := parseEnvelope([]byte(strings.Replace(keyless, `public.t:*`, `public.t:[1]`, 1))); err == nil {
+		t.Errorf("a keyed partition key without a key object was accepted")
+	}
 	insert, _ := os.ReadFile("../../cdc/testdata/insert.json")
 	for name, mutate := range map[string]func(s string) string{
 		"type mismatch":   func(s string) string { return strings.Replace(s, `"io.cdcbridge.insert"`, `"io.cdcbridge.update"`, 1) },
