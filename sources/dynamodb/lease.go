@@ -42,6 +42,14 @@ import (
 //     ErrFenced so that a restart continues from the checkpoints.
 //   - Checkpoints of a tenure are written only while this instance owns
 //     the lease (a conditional write); a refused checkpoint ends the tenure.
+//
+// Measured failover (cmd/cdcbridge multi_test.go, three processes under
+// load): the shards of a killed process are read again about 20 s after
+// the kill with the defaults (lease 10 s, Kinesis request timeout 10 s),
+// 3 to 4 s with 2 s and 1 s; those of a process cut off from DynamoDB and
+// Kinesis, 3 to 4 s after the cut with 2 s and 1 s. A graceful stop hands
+// its leases over at once. A newcomer steals one lease per lease duration
+// plus request timeout until the shares differ by at most one.
 
 // ErrFenced is returned by Run when records of a shard whose lease another
 // instance took over could not be delivered before the lease ran out: they
