@@ -39,7 +39,7 @@ type rawConfig struct {
 	DynamoDBStart     string `envconfig:"DYNAMODB_START" default:"trim_horizon" desc:"where to start without a checkpoint: trim_horizon or latest"`
 	DynamoDBOnTrimmed string `envconfig:"DYNAMODB_ON_TRIMMED" default:"fail" desc:"records expired before they were read: fail or skip (continue, counted and logged)"`
 	DynamoDBIdlePoll  string `envconfig:"DYNAMODB_IDLE_POLL" default:"1s" desc:"wait before polling a shard that returned no records"`
-	LeaseDuration     string `envconfig:"LEASE_DURATION" default:"10s" desc:"DynamoDB shard lease length when several instances share a stream"`
+	LeaseDuration     string `envconfig:"LEASE_DURATION" default:"10s" desc:"DynamoDB shard lease length when several instances share a stream (dynamodb:// store); for Postgres, how long the server keeps a silent leader's lock before a standby takes over (at least 1s)"`
 
 	CheckpointStore string `envconfig:"CHECKPOINT_STORE" default:"file:///var/lib/cdcbridge/checkpoints.json" desc:"file:///PATH, or dynamodb://TABLE (shared by several instances)"`
 
@@ -188,6 +188,9 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 		if err := checkListenAddr(c.HTTPAddr); err != nil {
 			p.add("CDCBRIDGE_HTTP_ADDR: %q %v (want host:port or :port, such as :9464)", c.HTTPAddr, err)
 		}
+	}
+	if c.LeaseDuration > 0 && c.LeaseDuration < time.Second {
+		p.add("CDCBRIDGE_LEASE_DURATION: %s is below 1s; leases and the Postgres leader's lock need time to renew", c.LeaseDuration)
 	}
 	if c.KinesisMaxRequestBytes > 10<<20 {
 		p.add("CDCBRIDGE_KINESIS_MAX_REQUEST_BYTES: %d is above the 10MiB Kinesis allows per PutRecords request", c.KinesisMaxRequestBytes)
