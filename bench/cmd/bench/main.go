@@ -132,12 +132,13 @@ type bench struct {
 	pg   *testenv.Postgres
 	conn *pgx.Conn
 
-	started  time.Time
-	settings map[string]string
-	plan     backlogPlan
-	notes    []string
-	figs     map[string]figure
-	runs     map[string]any
+	started     time.Time
+	loadAtStart float64
+	settings    map[string]string
+	plan        backlogPlan
+	notes       []string
+	figs        map[string]figure
+	runs        map[string]any
 }
 
 func (b *bench) want(phase string) bool { return b.opts.only == nil || b.opts.only[phase] }
@@ -148,6 +149,7 @@ func (b *bench) logf(format string, args ...any) {
 
 func (b *bench) run(ctx context.Context) error {
 	b.started = time.Now()
+	b.loadAtStart = loadAverage()
 	b.bin = filepath.Join(b.root, "bin", "cdcbridge")
 	if _, err := os.Stat(b.bin); err != nil {
 		return fmt.Errorf("%s missing: run make build first", b.bin)
@@ -275,7 +277,8 @@ func (b *bench) pgEnv(slot string, aggregate bool, extra ...string) []string {
 func (b *bench) report(m machine) error {
 	targets := b.targets()
 	fmt.Println()
-	fmt.Printf("cdcbridge benchmark: %d repetitions, %d changes (%d cores, %s)\n\n", b.opts.reps, b.plan.Total, m.Cores, m.CPU)
+	fmt.Printf("cdcbridge benchmark: %d repetitions, %d changes (%d cores, %s; 1-minute load average %.1f at the start, %.1f at the end)\n\n",
+		b.opts.reps, b.plan.Total, m.Cores, m.CPU, b.loadAtStart, loadAverage())
 	printTable(os.Stdout, b.figs)
 	fmt.Println()
 	for _, t := range targets {
@@ -289,13 +292,14 @@ func (b *bench) report(m machine) error {
 		fmt.Println("note:", n)
 	}
 	generated := time.Now().UTC().Format(time.RFC3339)
-	if err := writeMarkdown(filepath.Join(b.opts.outDir, "results.md"), b.figs, m, generated); err != nil {
+	if err := writeMarkdown(filepath.Join(b.opts.outDir, "results.md"), b.figs, m, generated, [2]float64{b.loadAtStart, loadAverage()}); err != nil {
 		return err
 	}
 	res := map[string]any{
 		"generated":        generated,
 		"command":          "make bench",
 		"duration_s":       time.Since(b.started).Seconds(),
+		"load_average_1m":  map[string]float64{"start": b.loadAtStart, "end": loadAverage()},
 		"machine":          m,
 		"postgres":         b.settings,
 		"repetitions":      b.opts.reps,
@@ -356,6 +360,6 @@ func (b *bench) note(format string, args ...any) {
 
 // printRun logs one throughput run.
 func (b *bench) printRun(what string, i int, r throughputRun) {
-	b.logf("%s #%d: %.0f changes/s (%.2fs, first after %.2fs), bridge CPU %.2fs (%.2fs/100k), peak RSS %.0f MiB, walsender CPU %.2fs, endpoint CPU %.2fs, %d requests",
-		what, i+1, r.ChangesPerSecond, r.Seconds, r.StartupSeconds, r.CPUSeconds, r.CPUPer100k, r.PeakRSSMiB, r.WalsenderCPU, r.EndpointCPU, r.PutRequests)
+	b.logf("%s #%d: %.0f changes/s (%.2fs, first after %.2fs), bridge CPU %.2fs (%.2fs/100k), peak RSS %.0f MiB, walsender CPU %.2fs, endpoint CPU %.2fs, %d requests, load %.1f",
+		what, i+1, r.ChangesPerSecond, r.Seconds, r.StartupSeconds, r.CPUSeconds, r.CPUPer100k, r.PeakRSSMiB, r.WalsenderCPU, r.EndpointCPU, r.PutRequests, r.LoadAverage)
 }

@@ -74,7 +74,7 @@ func (b *bench) throughputPhase(ctx context.Context) error {
 				return err
 			}
 			ceil = append(ceil, c)
-			b.logf("ceiling #%d: %.0f changes/s (%.2fs, walsender CPU %.2fs, pg_recvlogical CPU %.2fs)", i+1, c.ChangesPerSecond, c.Seconds, c.WalsenderCPU, c.ClientCPU)
+			b.logf("ceiling #%d: %.0f changes/s (%.2fs, walsender CPU %.2fs, pg_recvlogical CPU %.2fs, load %.1f)", i+1, c.ChangesPerSecond, c.Seconds, c.WalsenderCPU, c.ClientCPU, c.LoadAverage)
 			if err := dropSlot(ctx, b.conn, slot); err != nil {
 				return err
 			}

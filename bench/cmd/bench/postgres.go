@@ -122,6 +122,7 @@ type ceilingRun struct {
 	ChangesPerSecond float64 `json:"changes_per_second"`
 	WalsenderCPU     float64 `json:"walsender_cpu_seconds"`
 	ClientCPU        float64 `json:"client_cpu_seconds"`
+	LoadAverage      float64 `json:"load_average_1m"`
 }
 
 // runCeiling drains slot (a copy of the bridge's) with pg_recvlogical and
@@ -161,7 +162,7 @@ func (b *bench) runCeiling(ctx context.Context, slot, endpos string, changes int
 	if c.err != nil {
 		return ceilingRun{}, fmt.Errorf("pg_recvlogical: %v\n%s", c.err, c.logTail(10))
 	}
-	r := ceilingRun{Seconds: elapsed.Seconds(), ChangesPerSecond: float64(changes) / elapsed.Seconds(), WalsenderCPU: wal.CPUSeconds}
+	r := ceilingRun{Seconds: elapsed.Seconds(), ChangesPerSecond: float64(changes) / elapsed.Seconds(), WalsenderCPU: wal.CPUSeconds, LoadAverage: loadAverage()}
 	if ps := c.cmd.ProcessState; ps != nil {
 		r.ClientCPU = (ps.UserTime() + ps.SystemTime()).Seconds()
 	}

@@ -220,3 +220,15 @@ func scrapeMetrics(url string) (map[string]float64, error) {
 	}
 	return out, sc.Err()
 }
+
+// loadAverage returns the machine's 1-minute load average: other work on
+// a shared machine shows in the figures, and this says how much there was.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	var v float64
+	_, _ = fmt.Sscan(string(b), &v)
+	return v
+}

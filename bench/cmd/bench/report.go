@@ -150,9 +150,10 @@ func printTable(w io.Writer, figs map[string]figure) {
 }
 
 // writeMarkdown writes the table as the README's Performance section shows it.
-func writeMarkdown(path string, figs map[string]figure, m machine, generated string) error {
+func writeMarkdown(path string, figs map[string]figure, m machine, generated string, load [2]float64) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Measured %s on %d cores (%s, %d MiB, Linux %s), commit %s, %s.\n\n", generated, m.Cores, m.CPU, m.MemoryMiB, m.Kernel, m.Commit, m.GoVersion)
+	fmt.Fprintf(&b, "Measured %s on %d cores (%s, %d MiB, Linux %s), commit %s, %s; 1-minute load average %.1f at the start, %.1f at the end.\n\n",
+		generated, m.Cores, m.CPU, m.MemoryMiB, m.Kernel, m.Commit, m.GoVersion, load[0], load[1])
 	b.WriteString("| figure | min | median | max | target |\n|---|---:|---:|---:|---|\n")
 	for _, r := range tableRows {
 		f, ok := figs[r.key]

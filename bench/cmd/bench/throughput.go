@@ -26,6 +26,8 @@ type throughputRun struct {
 	UserRecords      int64   `json:"user_records"`    // de-aggregated: the changes
 	Duplicates       int64   `json:"duplicates"`      // user records whose id came before
 	Aggregates       int64   `json:"aggregates"`
+	// LoadAverage is the machine's 1-minute load average at the end.
+	LoadAverage float64 `json:"load_average_1m"`
 	// Progress is [seconds since start, changes delivered] every 250 ms.
 	Progress [][2]float64 `json:"progress"`
 }
@@ -133,6 +135,7 @@ func (b *bench) runThroughput(ctx context.Context, s runSpec) (throughputRun, er
 			r.EndpointCPU = es.CPUSeconds
 		}
 	}
+	r.LoadAverage = loadAverage()
 	r.Seconds = done.Sub(br.start).Seconds()
 	r.StartupSeconds = first.Sub(br.start).Seconds()
 	r.ChangesPerSecond = float64(s.want) / r.Seconds
