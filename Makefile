@@ -5,7 +5,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: deps build test lint demo bench
+.PHONY: deps build test lint demo bench chaos
 
 deps:
 	scripts/install-test-deps
@@ -32,3 +32,11 @@ demo:
 # also saves the bridge's CPU and allocation profiles in bench/out/profiles.
 bench: deps build
 	go run ./bench/cmd/bench $(if $(PROFILE),-profile)
+
+# The reliability suite's long form against bin/cdcbridge (10-30 minutes;
+# `make test` runs its short form). Prints the seed first and, at the end,
+# the run time and the table of scenarios, also written to
+# .cache/chaos-report.md. Replay a run with CHAOS_SEED=<seed> make chaos.
+chaos: deps build
+	CHAOS_LONG=1 CHAOS_BINARY=$(CURDIR)/bin/cdcbridge CHAOS_REPORT=$(CURDIR)/.cache/chaos-report.md \
+		go test -count=1 -timeout 90m -v ./internal/chaos/

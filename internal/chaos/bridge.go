@@ -89,6 +89,8 @@ type Bridge struct {
 	logPath  string
 	worstLag float64
 	stopLag  context.CancelFunc
+
+	supervised bool
 }
 
 // NewBridge prepares a bridge with env (CDCBRIDGE_* and AWS_ENDPOINT_URL_*
@@ -391,4 +393,57 @@ func (b *Bridge) Pid() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.cmd.Process.Pid
+}
+
+// Supervise restarts the bridge whenever it exits with a status and log
+// that accept approves, as Kubernetes restarts a container that failed;
+// any other exit ends the supervision with an error. The returned
+// function stops supervising and returns that error, if any.
+func (b *Bridge) Supervise(accept func(code int, log string) bool) (stop func() error) {
+	done := make(chan struct{})
+	result := make(chan error, 1)
+	b.mu.Lock()
+	b.supervised = true
+	b.mu.Unlock()
+	go func() {
+		for {
+			select {
+			case <-done:
+				result <- nil
+				return
+			case <-b.Exited():
+			}
+			code, log := b.ExitCode(), b.Log()
+			if !accept(code, log) {
+				result <- fmt.Errorf("cdcbridge exited with status %d:\n%s", code, b.LogTail(20))
+				return
+			}
+			b.t.Logf("%s cdcbridge exited with status %d (%s); restarting it", time.Now().Format("15:04:05.000"), code, lastLogLine(log))
+			b.Start()
+		}
+	}()
+	var once sync.Once
+	var err error
+	return func() error {
+		once.Do(func() {
+			close(done)
+			err = <-result
+			b.mu.Lock()
+			b.supervised = false
+			b.mu.Unlock()
+		})
+		return err
+	}
+}
+
+// Supervised reports whether Supervise restarts the bridge now.
+func (b *Bridge) Supervised() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.supervised
+}
+
+func lastLogLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1]
 }

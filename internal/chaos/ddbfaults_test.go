@@ -17,6 +17,7 @@ import (
 // resumes inside the children from its checkpoints.
 func TestDynamoDBStreamsFaults(t *testing.T) {
 	const name = "dynamodb streams faults"
+	t.Parallel()
 	ddb, kin := testenv.DynamoDB(t), testenv.Kinesalite(t)
 	r := newDDBRig(t, name, ddb, kin)
 	r.Work.Changes = Pick(params, 1500, 5000)

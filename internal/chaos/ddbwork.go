@@ -71,6 +71,17 @@ func CreateDDBTable(ctx context.Context, c *dynamodb.Client, table string) error
 	return err
 }
 
+// Seed writes one item (key "seed") and logs it.
+func (w *DDBWorkload) Seed(ctx context.Context) error {
+	o := ddbOp{op: "insert", key: "seed", ver: 1, pad: "seed"}
+	if _, err := w.Client.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(w.Table), Item: w.item(o)}); err != nil {
+		return err
+	}
+	w.Log.Add(verify.Change{Table: w.Table, Key: ddbKey(o.key), Op: "insert", Ver: 1, Digest: verify.PayloadDigest(o.pad), At: time.Now()})
+	w.Log.SetFinal(w.Table, ddbKey(o.key), 1, true)
+	return nil
+}
+
 // Committed returns the number of changes made so far.
 func (w *DDBWorkload) Committed() int64 { return w.committed.Load() }
 

@@ -105,6 +105,14 @@ func newDDBRig(t *testing.T, name string, ddb *testenv.DynamoDBLocal, kin *teste
 		t.Fatal(err)
 	}
 	r.Work = &DDBWorkload{Client: ddb.Client(), Table: r.Table, Rand: params.Rand(name), Log: r.Log}
+	// DynamoDB Local sometimes answers the first read of a TRIM_HORIZON
+	// iterator on an empty shard with TrimmedDataAccessException while
+	// other tables are written (it does not when the shard holds a
+	// record); the bridge rightly takes that for data loss. One item
+	// written before the bridge starts keeps the emulator's quirk out.
+	if err := r.Work.Seed(ctx); err != nil {
+		t.Fatal(err)
+	}
 	r.final = r.Work.Final
 	r.written = r.Work.Committed
 	return r
@@ -144,12 +152,12 @@ func (r *rig) waitDelivered(b *Bridge, timeout time.Duration) verify.Result {
 	for {
 		res, _, err := r.read(ctx)
 		if err != nil {
-			r.t.Fatalf("reading the stream: %v", err)
+			r.t.Fatalf("reading the stream: %v\n%s log:\n%s", err, r.Kin.Kind, r.Kin.Log())
 		}
 		if res.Missing == 0 || time.Now().After(deadline) {
 			return res
 		}
-		if b != nil {
+		if b != nil && !b.Supervised() {
 			select {
 			case <-b.Exited():
 				r.t.Fatalf("cdcbridge exited (code %d) with %d changes missing\n%s", b.ExitCode(), res.Missing, b.LogTail(40))

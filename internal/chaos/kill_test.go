@@ -55,6 +55,7 @@ func killLoop(t *testing.T, b *Bridge, rng *rand.Rand, n int, maxUp time.Duratio
 // each row's order, repeats are byte-identical.
 func TestKill9Postgres(t *testing.T) {
 	const name = "kill -9 (postgres)"
+	t.Parallel()
 	pg, kin := testenv.PG(t), testenv.Kinesalite(t)
 	r := newPGRig(t, name, pg, kin)
 	rng := params.Rand(name + "/faults")
@@ -79,6 +80,7 @@ func TestKill9Postgres(t *testing.T) {
 // TestKill9DynamoDB: the same against a DynamoDB Local stream.
 func TestKill9DynamoDB(t *testing.T) {
 	const name = "kill -9 (dynamodb)"
+	t.Parallel()
 	ddb, kin := testenv.DynamoDB(t), testenv.Kinesalite(t)
 	r := newDDBRig(t, name, ddb, kin)
 	rng := params.Rand(name + "/faults")

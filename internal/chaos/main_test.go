@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"testing"
@@ -18,6 +19,15 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	params = p
+	// The scenarios mostly wait: for faults to pass, for servers, for the
+	// bridge to catch up. Unless -test.parallel is given, run more of them
+	// at once than the number of CPUs (go test's default).
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		_ = flag.Set("test.parallel", "8")
+	}
 	form := Pick(p, "short", "long")
 	start := time.Now()
 	fmt.Printf("chaos: %s form, seed %d (replay with CHAOS_SEED=%d)\n", form, p.Seed, p.Seed)
