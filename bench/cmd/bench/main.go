@@ -134,6 +134,7 @@ type bench struct {
 
 	started     time.Time
 	loadAtStart float64
+	ceilingBest float64 // the fastest pg_recvlogical run, warm-up included
 	settings    map[string]string
 	plan        backlogPlan
 	notes       []string
