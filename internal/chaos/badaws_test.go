@@ -28,7 +28,7 @@ func TestBadKinesis(t *testing.T) {
 		t.Parallel()
 		r := newPGRig(t, "missing stream", pg, kin)
 		env := append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0")
-		env = append(env, r.env(pg.URL(r.DB), kin.Endpoint)...)
+		env = append(env, r.env(pg.URL(r.DB), r.Kinesis)...)
 		env = append(env, "CDCBRIDGE_KINESIS_STREAM=nosuchstream")
 		code, out := runOnce(t, 90*time.Second, env)
 		if code <= 0 || !contains(out, "nosuchstream", "not") {
@@ -79,7 +79,7 @@ func TestBadKinesis(t *testing.T) {
 		t.Parallel()
 		r := newPGRig(t, "stream deleted", pg, kin)
 		r.Work.Changes, r.Work.TxPerSecond = Pick(params, 1500, 5000), 30
-		b := NewBridge(t, r.env(pg.URL(r.DB), kin.Endpoint)...)
+		b := NewBridge(t, r.env(pg.URL(r.DB), r.Kinesis)...)
 		b.Start()
 		waitStreaming(t, b)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -136,7 +136,7 @@ func TestBadDynamoDBTable(t *testing.T) {
 	ddb, kin := testenv.DynamoDB(t), testenv.Kinesalite(t)
 	r := newDDBRig(t, "missing table", ddb, kin)
 	env := append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0")
-	env = append(env, r.env(ddb.Endpoint, kin.Endpoint)...)
+	env = append(env, r.env(ddb.Endpoint, r.Kinesis)...)
 	env = append(env, "CDCBRIDGE_DYNAMODB_TABLE=nosuchtable")
 	code, out := runOnce(t, 90*time.Second, env)
 	if code <= 0 || !contains(out, "nosuchtable") {
@@ -182,7 +182,7 @@ func TestMalformedResponses(t *testing.T) {
 		r.Work.Changes, r.Work.TxPerSecond = Pick(params, 600, 2000), 20
 		m := NewMangler(ddb.Endpoint, params.Rand(name), 0.05, "GetRecords", "GetShardIterator", "DescribeStream")
 		t.Cleanup(m.Close)
-		b := NewBridge(t, r.env(m.URL, kin.Endpoint)...)
+		b := NewBridge(t, r.env(m.URL, r.Kinesis)...)
 		b.Start()
 		b.WaitReady(90 * time.Second)
 		ctx, cancel := context.WithCancel(context.Background())

@@ -52,6 +52,7 @@ func TestBadPostgres(t *testing.T) {
 	t.Parallel()
 	pg := privatePostgres(t, nil)
 	kin := testenv.Kinesalite(t)
+	kinURL := shield(t, kin)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	stream := testenv.UniqueName("badpg")
@@ -99,7 +100,7 @@ func TestBadPostgres(t *testing.T) {
 			t.Parallel()
 			slot := testenv.UniqueName("badpg")
 			env := append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0", "CDCBRIDGE_SOURCE=postgres", "CDCBRIDGE_KINESIS_STREAM="+stream,
-				"AWS_ENDPOINT_URL_KINESIS="+kin.Endpoint, "CDCBRIDGE_POSTGRES_URL="+c.url,
+				"AWS_ENDPOINT_URL_KINESIS="+kinURL, "CDCBRIDGE_POSTGRES_URL="+c.url,
 				"CDCBRIDGE_POSTGRES_SLOT="+slot, "CDCBRIDGE_POSTGRES_PUBLICATION="+slot,
 				"CDCBRIDGE_CHECKPOINT_STORE=file://"+filepath.Join(t.TempDir(), "cp.json"),
 				"CDCBRIDGE_DLQ_DIR="+filepath.Join(t.TempDir(), "dlq"))
@@ -130,7 +131,7 @@ func TestBadPostgres(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		slot := testenv.UniqueName("badpg")
-		b := NewBridge(t, "CDCBRIDGE_SOURCE=postgres", "CDCBRIDGE_KINESIS_STREAM="+stream, "AWS_ENDPOINT_URL_KINESIS="+kin.Endpoint,
+		b := NewBridge(t, "CDCBRIDGE_SOURCE=postgres", "CDCBRIDGE_KINESIS_STREAM="+stream, "AWS_ENDPOINT_URL_KINESIS="+kinURL,
 			"CDCBRIDGE_POSTGRES_URL="+url("postgres", "", pg.Port, "app"),
 			"CDCBRIDGE_POSTGRES_SLOT="+slot, "CDCBRIDGE_POSTGRES_PUBLICATION="+slot,
 			"CDCBRIDGE_POSTGRES_TABLES=public.items,public.latecomer",
@@ -189,7 +190,7 @@ func TestBadPostgres(t *testing.T) {
 	t.Run("unreachable server", func(t *testing.T) {
 		t.Parallel()
 		slot := testenv.UniqueName("badpg")
-		b := NewBridge(t, "CDCBRIDGE_SOURCE=postgres", "CDCBRIDGE_KINESIS_STREAM="+stream, "AWS_ENDPOINT_URL_KINESIS="+kin.Endpoint,
+		b := NewBridge(t, "CDCBRIDGE_SOURCE=postgres", "CDCBRIDGE_KINESIS_STREAM="+stream, "AWS_ENDPOINT_URL_KINESIS="+kinURL,
 			"CDCBRIDGE_POSTGRES_URL="+url("postgres", "secret-pw", 1, "app"),
 			"CDCBRIDGE_POSTGRES_SLOT="+slot, "CDCBRIDGE_POSTGRES_PUBLICATION="+slot,
 			"CDCBRIDGE_CHECKPOINT_STORE=file://"+filepath.Join(t.TempDir(), "cp.json"),

@@ -77,7 +77,7 @@ func TestBadRows(t *testing.T) {
 	r.Log.Ignore("public.nopk", "public.nopkfull") // checked below, from the stream
 	r.Work.Changes, r.Work.TxPerSecond = Pick(params, 1500, 6000), 15
 	pgExec(t, pg.URL(r.DB), badRowsSchema)
-	env := r.env(pg.URL(r.DB), kin.Endpoint)
+	env := r.env(pg.URL(r.DB), r.Kinesis)
 	for i, kv := range env {
 		if strings.HasPrefix(kv, "CDCBRIDGE_POSTGRES_TABLES=") {
 			env[i] = kv + ",public.longkey,public.texts,public.bin,public.blobs,public.nopk,public.nopkfull"

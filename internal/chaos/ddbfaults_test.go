@@ -36,7 +36,7 @@ func TestDynamoDBStreamsFaults(t *testing.T) {
 	}
 	streamARN := aws.ToString(desc.Table.LatestStreamArn)
 
-	b := NewBridge(t, r.env(proxy.URL, kin.Endpoint)...)
+	b := NewBridge(t, r.env(proxy.URL, r.Kinesis)...)
 	b.Start()
 	b.WaitReady(90 * time.Second)
 	wait := runAsync(t, "workload", func() error { return r.Work.Run(ctx) })

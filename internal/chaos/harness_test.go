@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
 	"github.com/cdcbridge/cdcbridge/internal/verify"
 )
@@ -18,6 +19,7 @@ type rig struct {
 	t       *testing.T
 	name    string
 	Kin     *testenv.Kinesis
+	Kinesis string // the endpoint bridges use: a shield in front of Kin
 	Stream  string
 	Log     *verify.Log
 	Dir     string // checkpoint file and dead-letter directory live here
@@ -31,13 +33,26 @@ func newRig(t *testing.T, name string, kin *testenv.Kinesis, shards int32) *rig 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r := &rig{t: t, name: name, Kin: kin, Stream: testenv.UniqueName("chaos"), Log: &verify.Log{}, Dir: t.TempDir()}
+	r := &rig{t: t, name: name, Kin: kin, Kinesis: shield(t, kin), Stream: testenv.UniqueName("chaos"), Log: &verify.Log{}, Dir: t.TempDir()}
 	r.DLQDir = filepath.Join(r.Dir, "dlq")
 	r.CPPath = filepath.Join(r.Dir, "state", "checkpoints.json")
 	if err := kin.CreateStream(ctx, r.Stream, shards); err != nil {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// shield returns a Kinesis endpoint that passes only whole requests on to
+// kin: a kinesisfake in forward mode without faults, which reads each
+// request before it forwards it and finishes it even when its client has
+// gone. kinesalite 3.3.3 exits on a request aborted in the middle
+// (index.js rethrows ECONNRESET), which is what a bridge killed with
+// SIGKILL, or cut off by a proxy, leaves behind.
+func shield(t *testing.T, kin *testenv.Kinesis) string {
+	t.Helper()
+	f := kinesisfake.New(kinesisfake.Options{Upstream: kin.Endpoint})
+	t.Cleanup(f.Close)
+	return f.URL
 }
 
 // bridgeEnv is the part of a bridge's settings every scenario shares.

@@ -64,7 +64,7 @@ func TestKill9Postgres(t *testing.T) {
 	r.Work.LargeProb = 0.01
 	r.Work.BigTxProb = Pick(params, 0.005, 0.004)
 	r.Work.BigTxSize = Pick(params, [2]int{200, 800}, [2]int{1000, 5000})
-	b := NewBridge(t, r.env(pg.URL(r.DB), kin.Endpoint)...)
+	b := NewBridge(t, r.env(pg.URL(r.DB), r.Kinesis)...)
 	b.Start()
 	waitStreaming(t, b)
 
@@ -88,7 +88,7 @@ func TestKill9DynamoDB(t *testing.T) {
 	r.Work.TxPerSecond = Pick(params, 25.0, 15.0)
 	r.Work.LargeProb = 0.01
 	r.Work.BigTxProb = 0.02
-	b := NewBridge(t, r.env(r.DDB.Endpoint, kin.Endpoint)...)
+	b := NewBridge(t, r.env(r.DDB.Endpoint, r.Kinesis)...)
 	b.Start()
 	b.WaitReady(90 * time.Second)
 

@@ -45,7 +45,7 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	t.Cleanup(func() { proxy.Close() })
 	bridgeURL := fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", proxy.Addr, r.DB)
-	b := NewBridge(t, append(r.env(bridgeURL, kin.Endpoint), "CDCBRIDGE_KINESIS_AGGREGATE=true")...)
+	b := NewBridge(t, append(r.env(bridgeURL, r.Kinesis), "CDCBRIDGE_KINESIS_AGGREGATE=true")...)
 	b.Start()
 	waitStreaming(t, b)
 

@@ -64,7 +64,7 @@ func TestShutdown(t *testing.T) {
 		r.Work.Changes = Pick(params, 3000, 20000)
 		r.Work.TxPerSecond = Pick(params, 40.0, 60.0)
 		r.Work.MaxTxOps = 5
-		proxy, err := NewProxy(kin.Endpoint)
+		proxy, err := NewProxy(r.Kinesis)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +80,7 @@ func TestShutdown(t *testing.T) {
 		r := newDDBRig(t, name, ddb, kin)
 		r.Work.Changes = Pick(params, 800, 3000)
 		r.Work.TxPerSecond = Pick(params, 20.0, 20.0)
-		proxy, err := NewProxy(kin.Endpoint)
+		proxy, err := NewProxy(r.Kinesis)
 		if err != nil {
 			t.Fatal(err)
 		}
