@@ -21,7 +21,7 @@ func TestDynamoDBStreamsFaults(t *testing.T) {
 	ddb, kin := testenv.DynamoDB(t), testenv.Kinesalite(t)
 	r := newDDBRig(t, name, ddb, kin)
 	r.Work.Changes = Pick(params, 1500, 5000)
-	r.Work.TxPerSecond = Pick(params, 25.0, 15.0)
+	r.Work.TxPerSecond = Pick(params, 25.0, 8.0)
 	r.Work.LargeProb = 0.01
 	r.Work.BigTxProb = 0.02
 	proxy := NewStreamsProxy(ddb.Endpoint, params.Rand(name+"/faults"))

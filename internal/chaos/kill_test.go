@@ -59,7 +59,7 @@ func TestKill9Postgres(t *testing.T) {
 	pg, kin := testenv.PG(t), testenv.Kinesalite(t)
 	r := newPGRig(t, name, pg, kin)
 	rng := params.Rand(name + "/faults")
-	r.Work.Changes = Pick(params, 5000, 60000)
+	r.Work.Changes = Pick(params, 5000, 100000)
 	r.Work.TxPerSecond = Pick(params, 60.0, 80.0)
 	r.Work.LargeProb = 0.01
 	r.Work.BigTxProb = Pick(params, 0.005, 0.004)
@@ -71,7 +71,7 @@ func TestKill9Postgres(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wait := runAsync(t, "workload", func() error { return r.Work.Run(ctx) })
-	killLoop(t, b, rng, Pick(params, 10, 15), Pick(params, 1500*time.Millisecond, 8*time.Second))
+	killLoop(t, b, rng, Pick(params, 10, 20), Pick(params, 1500*time.Millisecond, 12*time.Second))
 	wait()
 	logf(t, "workload done: %d changes, %d ambiguous transactions", r.Work.Committed(), r.Work.Ambiguous())
 	r.finish(b, Pick(params, 2*time.Minute, 5*time.Minute))
@@ -85,7 +85,7 @@ func TestKill9DynamoDB(t *testing.T) {
 	r := newDDBRig(t, name, ddb, kin)
 	rng := params.Rand(name + "/faults")
 	r.Work.Changes = Pick(params, 1500, 5000)
-	r.Work.TxPerSecond = Pick(params, 25.0, 15.0)
+	r.Work.TxPerSecond = Pick(params, 25.0, 8.0)
 	r.Work.LargeProb = 0.01
 	r.Work.BigTxProb = 0.02
 	b := NewBridge(t, r.env(r.DDB.Endpoint, r.Kinesis)...)
@@ -95,7 +95,7 @@ func TestKill9DynamoDB(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wait := runAsync(t, "workload", func() error { return r.Work.Run(ctx) })
-	killLoop(t, b, rng, Pick(params, 10, 12), Pick(params, 1500*time.Millisecond, 8*time.Second))
+	killLoop(t, b, rng, Pick(params, 10, 15), Pick(params, 1500*time.Millisecond, 12*time.Second))
 	wait()
 	logf(t, "workload done: %d changes", r.Work.Committed())
 	r.finish(b, Pick(params, 2*time.Minute, 5*time.Minute))

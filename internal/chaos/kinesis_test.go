@@ -22,7 +22,7 @@ func TestKinesisFaults(t *testing.T) {
 	r := newPGRig(t, name, pg, kin)
 	rng := params.Rand(name + "/faults")
 	r.Work.Changes = Pick(params, 2500, 60000)
-	r.Work.TxPerSecond = Pick(params, 40.0, 60.0)
+	r.Work.TxPerSecond = Pick(params, 40.0, 25.0)
 	r.Work.HotRows = Pick(params, 60, 20) // fewer updates per hot row: a key moves at one record per round trip
 	r.Work.LargeProb = 0.01
 	r.Work.BigTxProb = Pick(params, 0.005, 0.003)

@@ -33,7 +33,7 @@ func TestPostgresRestart(t *testing.T) {
 	kin := testenv.Kinesalite(t)
 	r := newPGRig(t, name, pg, kin)
 	rng := params.Rand(name + "/faults")
-	r.Work.Changes = Pick(params, 5000, 50000)
+	r.Work.Changes = Pick(params, 5000, 80000)
 	r.Work.TxPerSecond = Pick(params, 50.0, 50.0)
 	r.Work.LargeProb = 0.01
 	r.Work.BigTxProb = Pick(params, 0.005, 0.003)
@@ -61,9 +61,10 @@ func TestPostgresRestart(t *testing.T) {
 	defer cancel()
 	wait := runAsync(t, "workload", func() error { return r.Work.Run(ctx) })
 	faults := Pick(params, []string{"cut", "fast", "cut", "immediate"},
-		[]string{"cut", "fast", "immediate", "cut", "immediate", "fast", "cut", "immediate", "cut", "fast"})
+		[]string{"cut", "fast", "immediate", "cut", "immediate", "fast", "cut", "immediate", "cut", "fast",
+			"immediate", "cut", "fast", "cut", "immediate", "cut"})
 	for _, f := range faults {
-		sleep(ctx, time.Duration(1000+rng.IntN(2500))*time.Millisecond)
+		sleep(ctx, time.Duration(Pick(params, 1000, 3000)+rng.IntN(Pick(params, 2500, 9000)))*time.Millisecond)
 		switch f {
 		case "cut":
 			n := proxy.Cut()

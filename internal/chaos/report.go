@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,11 +86,31 @@ func Report(r Row) {
 	table.mu.Unlock()
 }
 
-// Rows returns the rows reported so far.
+// scenarioOrder lists the table's rows in the order of the issue's
+// scenarios; rows not named here follow in the order they were reported.
+var scenarioOrder = []string{
+	"kill -9 (postgres)", "kill -9 (dynamodb)", "kinesis faults", "postgres restarts", "dynamodb streams faults",
+	"disk: checkpoint dir unwritable (postgres)", "disk: checkpoint dir unwritable (dynamodb)",
+	"disk: dead-letter dir unwritable, full", "SIGTERM under load (postgres)", "SIGTERM under load (dynamodb)",
+	"bad input: awkward rows", "bad input: credentials refused mid-run",
+	"bad input: malformed Kinesis answers", "bad input: malformed DynamoDB Streams answers",
+}
+
+// Rows returns the rows reported so far, in the scenarios' order.
 func Rows() []Row {
 	table.mu.Lock()
-	defer table.mu.Unlock()
-	return append([]Row(nil), table.rows...)
+	rows := append([]Row(nil), table.rows...)
+	table.mu.Unlock()
+	rank := func(name string) int {
+		for i, n := range scenarioOrder {
+			if n == name {
+				return i
+			}
+		}
+		return len(scenarioOrder)
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rank(rows[i].Scenario) < rank(rows[j].Scenario) })
+	return rows
 }
 
 // PrintTable writes the table as Markdown.
