@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
 	"github.com/cdcbridge/cdcbridge/internal/verify"
 )
@@ -54,12 +55,16 @@ func TestDaemonDynamoDBToKinesis(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// kinesalite exits when a request is cut off mid-body, as a killed
+	// bridge leaves it: the bridge reaches it through a forwarding proxy.
+	shield := kinesisfake.New(kinesisfake.Options{Upstream: kin.Endpoint})
+	defer shield.Close()
 	work := t.TempDir()
 	env := []string{
 		"CDCBRIDGE_SOURCE=dynamodb", "CDCBRIDGE_DYNAMODB_TABLE=" + table, "CDCBRIDGE_KINESIS_STREAM=" + stream,
 		"CDCBRIDGE_CHECKPOINT_STORE=file://" + filepath.Join(work, "cp.json"), "CDCBRIDGE_DLQ_DIR=" + filepath.Join(work, "dlq"),
 		"CDCBRIDGE_DYNAMODB_IDLE_POLL=100ms", "CDCBRIDGE_KINESIS_AGGREGATE=true",
-		"AWS_ENDPOINT_URL_KINESIS=" + kin.Endpoint, "AWS_ENDPOINT_URL_DYNAMODB=" + ddb.Endpoint, "AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + ddb.Endpoint,
+		"AWS_ENDPOINT_URL_KINESIS=" + shield.URL, "AWS_ENDPOINT_URL_DYNAMODB=" + ddb.Endpoint, "AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + ddb.Endpoint,
 	}
 	const items, rounds = 20, 6
 	for i := range items {
