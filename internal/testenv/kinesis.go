@@ -30,6 +30,7 @@ type Kinesis struct {
 
 	dir      string
 	proc     *process
+	guard    *bodyGuard // kinesalite only
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -143,6 +144,13 @@ func startKinesis(kind string, build func(cache, dir string, port int) (*exec.Cm
 		dir:      dir,
 		proc:     proc,
 	}
+	if kind == KindKinesalite {
+		if k.guard, err = startBodyGuard(k.Endpoint); err != nil {
+			_ = k.Stop()
+			return nil, err
+		}
+		k.Endpoint = k.guard.url()
+	}
 	// One attempt per probe: the readiness loop does the retrying, and the
 	// SDK's backoff would only slow it down.
 	probe := kinesis.NewFromConfig(AWSConfig(), func(o *kinesis.Options) {
@@ -207,6 +215,9 @@ func (k *Kinesis) Log() string { return k.proc.log() }
 func (k *Kinesis) Stop() error {
 	k.stopOnce.Do(func() {
 		untrack(k)
+		if k.guard != nil {
+			k.guard.close()
+		}
 		// Both keep their data in memory, so there is nothing to flush;
 		// kinesis-mock's graceful shutdown would also wait for clients to
 		// close their idle keep-alive connections.
