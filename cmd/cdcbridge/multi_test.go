@@ -25,8 +25,8 @@ import (
 // through leases in a DynamoDB Local table.
 
 const (
-	multiLease   = 2 * time.Second
-	multiRequest = time.Second // CDCBRIDGE_KINESIS_REQUEST_TIMEOUT
+	multiLease   = 4 * time.Second
+	multiRequest = 2 * time.Second // CDCBRIDGE_KINESIS_REQUEST_TIMEOUT
 )
 
 // leaseView is the lease part of a process's /status.

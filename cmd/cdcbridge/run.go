@@ -94,7 +94,7 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 		return exitConfig
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	setMemoryLimit(log)
+	setMemoryLimit(log, cfg.MaxInFlightBytes)
 	if err := daemon(ctx, cfg, log); err != nil {
 		log.Error("cdcbridge stopped", "err", redactError(err.Error(), cfg.PostgresURL))
 		return exitFailed
@@ -103,23 +103,26 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 	return exitOK
 }
 
-// setMemoryLimit derives GOMEMLIMIT from the container's memory limit when
-// the variable is not set, leaving headroom for what the runtime does not
-// count.
-func setMemoryLimit(log *slog.Logger) {
+// setMemoryLimit sets the Go runtime's soft memory limit when GOMEMLIMIT is
+// not set: 90% of the container's cgroup memory limit when there is one,
+// otherwise the in-flight budget plus 64 MiB. Without a limit the collector
+// lets the heap grow to about twice what is live, so a full budget would
+// take about four times its size; the limit keeps the footprint near the
+// budget at the cost of more collection work.
+func setMemoryLimit(log *slog.Logger, budget int64) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	b, err := os.ReadFile("/sys/fs/cgroup/memory.max")
-	if err != nil {
-		return
+	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
+		if limit, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && limit > 0 {
+			debug.SetMemoryLimit(limit * 9 / 10)
+			log.Info("memory limit set from the container", "cgroup_limit_bytes", limit, "gomemlimit_bytes", limit*9/10)
+			return
+		}
 	}
-	limit, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil || limit <= 0 {
-		return // "max": no limit
-	}
-	debug.SetMemoryLimit(limit * 9 / 10)
-	log.Info("memory limit set from the container", "cgroup_limit_bytes", limit, "gomemlimit_bytes", limit*9/10)
+	limit := budget + 64<<20
+	debug.SetMemoryLimit(limit)
+	log.Info("memory limit set from the in-flight budget (set GOMEMLIMIT to choose another)", "gomemlimit_bytes", limit)
 }
 
 // sink is what the daemon needs of the Kinesis producer.
