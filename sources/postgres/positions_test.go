@@ -93,3 +93,28 @@ func TestNoConfirmPastUnacked(t *testing.T) {
 	sk.resume()
 	waitFor(t, 10*time.Second, "confirmed after the ack", func() bool { return slotConfirmed(t, conn, slot) >= end })
 }
+
+// Acknowledged changes are confirmed to the server within about a second,
+// not only at the status interval: a bridge that crashes more often than
+// the interval would otherwise never move its slot, and would send a
+// growing backlog again on every restart.
+func TestProgressConfirmedSoon(t *testing.T) {
+	_, url := newDB(t)
+	conn := mustConn(t, url)
+	mustExec(t, conn, `CREATE TABLE moving (id int PRIMARY KEY)`)
+	sk := newSink(t)
+	slot := slotFor(url)
+	r := startSource(t, Config{URL: url, Snapshot: SnapshotNever, StatusInterval: time.Hour}, newMemStore(), sk.emit)
+	r.streaming(t)
+	start := slotConfirmed(t, conn, slot)
+	for i := range 3 {
+		mustExec(t, conn, `INSERT INTO moving VALUES ($1)`, i)
+		end := currentLSN(t, conn)
+		waitFor(t, 10*time.Second, "the slot to confirm the acknowledged insert", func() bool {
+			return slotConfirmed(t, conn, slot) >= end
+		})
+	}
+	if got := slotConfirmed(t, conn, slot); got <= start {
+		t.Fatalf("confirmed %X, not past %X", got, start)
+	}
+}

@@ -45,7 +45,17 @@ type session struct {
 	onConfirm func(lsn uint64) // called after each status update
 
 	received atomic.Uint64 // highest WAL end the server reported
+	// sentFlush is the flush position of the last status update (the
+	// receiver's own: only it sends them).
+	sentFlush uint64
 }
+
+// progressInterval is how soon a position that moved is confirmed, between
+// the periodic status updates. A bridge that crashes sends again whatever
+// the slot had not confirmed: with confirmations only every interval (10s),
+// one that crashes more often than that would never move the slot and
+// would repeat a growing backlog on every restart.
+const progressInterval = time.Second
 
 // startArgs are pgoutput's options: protocol 1, the publications, and
 // logical decoding messages where the server has them (14+).
@@ -105,6 +115,7 @@ func (s *session) receive(ctx context.Context) error {
 	now := time.Now()
 	lastHeard := now
 	nextStatus := now
+	nextProgress := now.Add(progressInterval)
 	var deadline time.Time
 	for {
 		s.heartbeat()
@@ -113,6 +124,14 @@ func (s *session) receive(ctx context.Context) error {
 				return err
 			}
 			nextStatus = now.Add(s.interval)
+		}
+		if !now.Before(nextProgress) {
+			nextProgress = now.Add(progressInterval)
+			if s.pos.confirm() > s.sentFlush {
+				if err := s.sendStatus(false); err != nil {
+					return err
+				}
+			}
 		}
 		if !now.Before(deadline) {
 			deadline = now.Add(time.Second)
@@ -200,7 +219,7 @@ func (s *session) enqueue(ctx context.Context, it item, nextStatus *time.Time) e
 		case <-s.q.space:
 		case <-tick.C:
 			s.heartbeat()
-			if now := time.Now(); !now.Before(*nextStatus) {
+			if now := time.Now(); !now.Before(*nextStatus) || s.pos.confirm() > s.sentFlush {
 				if err := s.sendStatus(false); err != nil {
 					return err
 				}
@@ -238,6 +257,7 @@ func (s *session) sendStatus(replyRequested bool) error {
 	if err != nil {
 		return fmt.Errorf("sending standby status update: %w", err)
 	}
+	s.sentFlush = flush
 	s.metrics.statusUpdates.Inc()
 	if s.onConfirm != nil {
 		s.onConfirm(flush)
