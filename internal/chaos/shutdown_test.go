@@ -78,7 +78,7 @@ func TestShutdown(t *testing.T) {
 		const name = "SIGTERM under load (dynamodb)"
 		ddb, kin := testenv.DynamoDB(t), testenv.Kinesalite(t)
 		r := newDDBRig(t, name, ddb, kin)
-		r.Work.Changes = Pick(params, 800, 3000)
+		r.Work.Changes = Pick(params, 800, 5000)
 		r.Work.TxPerSecond = Pick(params, 20.0, 20.0)
 		proxy, err := NewProxy(r.Kinesis)
 		if err != nil {
@@ -98,11 +98,17 @@ func TestShutdown(t *testing.T) {
 func shutdownScenario(t *testing.T, r *rig, b *Bridge, proxy *Proxy, work func(context.Context) error, committed func() int64, slack int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	wait := runAsync(t, "workload", func() error { return work(ctx) })
+	workDone := make(chan struct{})
+	wait := runAsync(t, "workload", func() error { defer close(workDone); return work(ctx) })
 	for round := range Pick(params, 1, 4) {
-		target := committed()
-		for committed() < target+int64(200+round*500) {
-			sleep(ctx, 100*time.Millisecond)
+		target := committed() + int64(200+round*300)
+	load:
+		for committed() < target {
+			select {
+			case <-workDone:
+				break load
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 		inflight := term(t, b)
 		before, _, err := r.read(ctx)
