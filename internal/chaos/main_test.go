@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	took := time.Since(start).Round(time.Second)
 	if rows := Rows(); len(rows) > 0 {
 		tbl := TableString(rows)
+		if MemoryNote != "" {
+			tbl += "\n" + MemoryNote + ".\n"
+		}
 		fmt.Printf("\nchaos: %s form, seed %d, run time %s\n\n%s\n", form, p.Seed, took, tbl)
 		if path := os.Getenv("CHAOS_REPORT"); path != "" {
 			head := fmt.Sprintf("Form %s, seed %d, run time %s, %s.\n\n", form, p.Seed, took, time.Now().UTC().Format("2006-01-02"))
