@@ -60,9 +60,9 @@ func TestKill9Postgres(t *testing.T) {
 	r := newPGRig(t, name, pg, kin)
 	rng := params.Rand(name + "/faults")
 	r.Work.Changes = Pick(params, 5000, 100000)
-	r.Work.TxPerSecond = Pick(params, 60.0, 80.0)
+	r.Work.TxPerSecond = Pick(params, 60.0, 60.0)
 	r.Work.LargeProb = 0.01
-	r.Work.BigTxProb = Pick(params, 0.005, 0.004)
+	r.Work.BigTxProb = Pick(params, 0.005, 0.0005) // large transactions a share of the load, not most of it
 	r.Work.BigTxSize = Pick(params, [2]int{200, 800}, [2]int{1000, 5000})
 	b := NewBridge(t, r.env(pg.URL(r.DB), r.Kinesis)...)
 	b.Start()

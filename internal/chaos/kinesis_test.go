@@ -25,7 +25,7 @@ func TestKinesisFaults(t *testing.T) {
 	r.Work.TxPerSecond = Pick(params, 40.0, 25.0)
 	r.Work.HotRows = Pick(params, 60, 20) // fewer updates per hot row: a key moves at one record per round trip
 	r.Work.LargeProb = 0.01
-	r.Work.BigTxProb = Pick(params, 0.005, 0.003)
+	r.Work.BigTxProb = Pick(params, 0.005, 0.0005)
 	r.Work.BigTxSize = Pick(params, [2]int{200, 800}, [2]int{1000, 4000})
 
 	fake := kinesisfake.New(kinesisfake.Options{Upstream: kin.Endpoint, Seed: rng.Uint64()})

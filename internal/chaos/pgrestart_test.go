@@ -36,7 +36,7 @@ func TestPostgresRestart(t *testing.T) {
 	r.Work.Changes = Pick(params, 5000, 80000)
 	r.Work.TxPerSecond = Pick(params, 50.0, 50.0)
 	r.Work.LargeProb = 0.01
-	r.Work.BigTxProb = Pick(params, 0.005, 0.003)
+	r.Work.BigTxProb = Pick(params, 0.005, 0.0005)
 	r.Work.BigTxSize = Pick(params, [2]int{200, 800}, [2]int{1000, 4000})
 
 	proxy, err := NewProxy(fmt.Sprintf("127.0.0.1:%d", pg.Port))
