@@ -421,9 +421,10 @@ func TestLeaseLineageAcrossInstances(t *testing.T) {
 			t.Errorf("shard %s emitted at %v, before its parent %s's last record at %v", child, firstOf[child], parent, last)
 		}
 	}
-	if len(readers["a"]) == 0 || len(readers["b"]) == 0 {
-		t.Errorf("shards read by a: %v, by b: %v; want both reading", readers["a"], readers["b"])
-	}
+	// Both instances held leases (waitSpread above); which of them emitted
+	// records depends on timing (b may read X to its current end before a
+	// steals it), so only log it.
+	t.Logf("shards emitted by a: %v, by b: %v", readers["a"], readers["b"])
 	for _, in := range []*instance{a, b} {
 		if err := in.run.stop(t); err != nil {
 			t.Errorf("%s: %v", in.name, err)
