@@ -210,8 +210,14 @@ func daemon(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return nil
 	})
 	g.Go(func() error {
-		if err := p.source.Run(sourceCtx, emit); err != nil && !errors.Is(err, context.Canceled) {
+		err := p.source.Run(sourceCtx, emit)
+		switch {
+		case err != nil && !errors.Is(err, context.Canceled):
 			return fmt.Errorf("%s source: %w", cfg.Source, err)
+		case sourceCtx.Err() == nil:
+			// Sources return only when told to or on failure: anything else
+			// must not leave the daemon running without reading.
+			return fmt.Errorf("%s source stopped without an error", cfg.Source)
 		}
 		return nil
 	})
