@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -89,14 +88,7 @@ func (w *DDBWorkload) Committed() int64 { return w.committed.Load() }
 func (w *DDBWorkload) Run(ctx context.Context) error {
 	w.defaults()
 	w.budget.Store(int64(w.Changes))
-	var wg sync.WaitGroup
-	errs := make([]error, w.Workers)
-	for i := range w.Workers {
-		rng := rand.New(rand.NewPCG(w.Rand.Uint64(), w.Rand.Uint64()))
-		wg.Go(func() { errs[i] = w.worker(ctx, i, rng) })
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return runWorkers(ctx, w.Workers, w.Rand, w.worker)
 }
 
 type ddbOp struct {

@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -96,16 +95,7 @@ func (w *PGWorkload) Ambiguous() int64 { return w.ambiguous.Load() }
 func (w *PGWorkload) Run(ctx context.Context) error {
 	w.defaults()
 	w.budget.Store(int64(w.Changes))
-	var wg sync.WaitGroup
-	errs := make([]error, w.Workers)
-	for i := range w.Workers {
-		// Each worker draws from its own source, seeded from the shared
-		// one before they start, so the run replays.
-		rng := rand.New(rand.NewPCG(w.Rand.Uint64(), w.Rand.Uint64()))
-		wg.Go(func() { errs[i] = w.worker(ctx, i, rng) })
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return runWorkers(ctx, w.Workers, w.Rand, w.worker)
 }
 
 type pgRow struct {
