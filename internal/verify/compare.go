@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"fmt"
 	"sort"
 	"strings"
@@ -98,7 +99,7 @@ func Compare(recs []Record, log *Log, dlq *DLQ) Result {
 
 	type firstSeen struct {
 		seq  string
-		data string
+		data []byte
 	}
 	first := map[string]firstSeen{} // source+id -> first occurrence
 	deliveredBy := map[string]string{}
@@ -115,13 +116,13 @@ func Compare(recs []Record, log *Log, dlq *DLQ) Result {
 		id := e.Source + " " + e.ID
 		if f, ok := first[id]; ok {
 			res.Duplicates++
-			if f.seq != e.Sequence || f.data != string(r.Data) {
+			if f.seq != e.Sequence || !bytes.Equal(f.data, r.Data) {
 				res.DuplicatesDiffer++
-				sample("duplicate differs", "%s", e.ID)
+				sample("duplicate differs", "%s: %s", e.ID, jsonDiff(f.data, r.Data))
 			}
 			continue
 		}
-		first[id] = firstSeen{seq: e.Sequence, data: string(r.Data)}
+		first[id] = firstSeen{seq: e.Sequence, data: r.Data}
 		pk := e.Source + " " + e.PartitionKey
 		if s, ok := lastSeq[pk]; ok && e.Sequence != "" && e.Sequence <= s {
 			res.SequenceViolations++

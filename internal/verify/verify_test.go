@@ -299,6 +299,9 @@ func TestCompare(t *testing.T) {
 	badPh.Oversize = &cdc.Oversize{Bytes: 5000000, DLQ: "dlq-1.jsonl#2"}
 	badPhData, _ := cdc.Encode(&badPh)
 	reID := envelope(t, 9, 1, 1, cdc.OpInsert, "a")
+	moved, _ := cdc.Decode(ins1)
+	moved.Time = moved.Time.Add(time.Second)
+	movedData, _ := cdc.Encode(moved)
 
 	for _, tc := range []struct {
 		name  string
@@ -315,6 +318,9 @@ func TestCompare(t *testing.T) {
 		}},
 		{"placeholder without entry", [][]byte{ins1, ins2, badPhData, del1}, func(r Result) bool {
 			return r.PlaceholdersUnmatched == 1 && r.Missing == 1
+		}},
+		{"duplicate that differs", [][]byte{ins1, ins2, upd1, movedData, del1}, func(r Result) bool {
+			return r.DuplicatesDiffer == 1 && strings.Contains(strings.Join(r.Samples, "\n"), ".time: ")
 		}},
 		{"redelivered under a new id", [][]byte{ins1, reID, ins2, upd1, del1}, func(r Result) bool { return r.Redelivered == 1 }},
 		{"invalid", [][]byte{ins1, ins2, upd1, del1, []byte(`{"hello":1}`)}, func(r Result) bool { return r.Invalid == 1 && r.Missing == 0 }},
@@ -403,4 +409,19 @@ func TestReadAll(t *testing.T) {
 		t.Fatalf("%d valid, %d invalid; want 3, 2", valid, invalid)
 	}
 	_ = types.ShardIteratorTypeTrimHorizon
+}
+
+func TestJSONDiff(t *testing.T) {
+	for _, tc := range []struct{ a, b, want string }{
+		{`{"a":1,"b":{"c":"x"}}`, `{"a":1,"b":{"c":"y"}}`, `.b.c: "x", then "y"`},
+		{`{"a":1}`, `{"a":1,"z":true}`, `.z: absent, then true`},
+		{`{"a":1,"z":true}`, `{"a":1}`, `.z: true, then absent`},
+		{`{"a":1}`, `{ "a": 1 }`, `same JSON value, different bytes`},
+		{`{"a":1}`, `{"a":1`, `bytes differ from offset 6 (lengths 7 and 6)`},
+		{`[1,2]`, `[1,3]`, `.: [1,2], then [1,3]`},
+	} {
+		if got := jsonDiff([]byte(tc.a), []byte(tc.b)); got != tc.want {
+			t.Errorf("jsonDiff(%s, %s) = %q, want %q", tc.a, tc.b, got, tc.want)
+		}
+	}
 }
