@@ -5,14 +5,22 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: deps build test lint demo bench chaos
+.PHONY: deps build image test lint demo bench chaos
 
 deps:
 	scripts/install-test-deps
 
-# Static, reproducible binary for the distroless image.
+# Static, reproducible binary.
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o bin/cdcbridge ./cmd/cdcbridge
+
+# The container image as an OCI archive, without a container engine: the
+# same commit gives the same digest. `docker load -i bin/cdcbridge-image.tar`
+# (or podman load, or skopeo copy to a registry).
+image: build
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+		go run ./internal/image/cmd/mkimage -binary bin/cdcbridge \
+		-version $(VERSION) -revision $(COMMIT) -o bin/cdcbridge-image.tar
 
 test: deps
 	go vet ./...

@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/cdcbridge/cdcbridge/internal/image"
 )
 
-// What the image (Dockerfile) runs as, and the daemon's in-flight default.
+// What the image runs as, and the daemon's in-flight default.
 const (
-	imageUID          = 65532
+	imageUID          = image.UID
 	peakRSSTarget     = 150 << 20 // bytes; the design's bound with the default budget
 	goMemLimitPercent = 90        // cmd/cdcbridge sets GOMEMLIMIT to 90% of the cgroup limit
 )

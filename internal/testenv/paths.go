@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"testing"
 )
 
 const installHint = "run scripts/install-test-deps"
@@ -65,4 +66,16 @@ func lookTool(name string) (string, error) {
 		return "", fmt.Errorf("%s not found on PATH (%s)", name, installHint)
 	}
 	return path, nil
+}
+
+// Tool finds a program a test runs on PATH. Like a missing server, a
+// missing program fails the test, except on a developer's `go test -short`
+// outside CI.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	path, err := lookTool(name)
+	if err != nil {
+		unavailable(t, name, err)
+	}
+	return path
 }

@@ -88,6 +88,14 @@ func (s *shared[T]) get(t testing.TB, what string, start func() (T, error)) T {
 	return s.v
 }
 
+// Unavailable fails the test for want of what (a server, a program, a
+// privilege), except on a developer's `go test -short` outside CI, where
+// it skips it.
+func Unavailable(t testing.TB, what string, err error) {
+	t.Helper()
+	unavailable(t, what, err)
+}
+
 // unavailable fails the test, except on a developer's `go test -short`
 // outside CI, where a missing server is a reason to skip, not to fail.
 func unavailable(t testing.TB, what string, err error) {
