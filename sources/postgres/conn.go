@@ -78,6 +78,11 @@ func newPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg.MinConns = 0
 	cfg.MaxConnIdleTime = time.Minute
 	cfg.HealthCheckPeriod = 15 * time.Second
+	// The pool pings a connection idle for a second before lending it. A
+	// ping that is never answered (a network that drops packets and sends
+	// no reset) would otherwise hold the connection for a minute after its
+	// caller gave up, and the pool's Close, which ends a session, with it.
+	cfg.PingTimeout = 5 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, explainConnect("connecting to "+describeTarget(&cfg.ConnConfig.Config), err)

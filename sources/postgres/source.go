@@ -178,7 +178,10 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	// Closing waits up to 15 s per connection for the server to see it go,
+	// which a silent network never lets happen: the next session need not
+	// wait for that.
+	defer func() { go pool.Close() }()
 	srv, err := inspectServer(ctx, pool)
 	if err != nil {
 		return err
