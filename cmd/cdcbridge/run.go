@@ -213,7 +213,10 @@ func daemon(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		err := p.source.Run(sourceCtx, emit)
 		switch {
 		case err != nil && !errors.Is(err, context.Canceled):
-			return fmt.Errorf("%s source: %w", cfg.Source, err)
+			if prefix := cfg.Source + " source: "; !strings.HasPrefix(err.Error(), prefix) {
+				err = fmt.Errorf("%s%w", prefix, err)
+			}
+			return err
 		case sourceCtx.Err() == nil:
 			// Sources return only when told to or on failure: anything else
 			// must not leave the daemon running without reading.
