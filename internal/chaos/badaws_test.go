@@ -145,6 +145,54 @@ func TestBadDynamoDBTable(t *testing.T) {
 	t.Logf("exit %d: %s", code, lastLine(out))
 }
 
+// TestDynamoDBCredentialsRefused refuses the DynamoDB bridge's Streams
+// calls as AWS refuses credentials it does not accept: at start, and in
+// the middle of a run. Either stops the bridge with a message naming the
+// refusal; once the credentials are accepted again, a restart delivers
+// everything.
+func TestDynamoDBCredentialsRefused(t *testing.T) {
+	t.Parallel()
+	ddb, kin := testenv.DynamoDB(t), testenv.Kinesalite(t)
+
+	t.Run("at start", func(t *testing.T) {
+		t.Parallel()
+		r := newDDBRig(t, "dynamodb credentials refused", ddb, kin)
+		proxy := NewStreamsProxy(ddb.Endpoint, params.Rand("dynamodb credentials refused"))
+		t.Cleanup(proxy.Close)
+		proxy.SetRefused(true)
+		env := append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0")
+		env = append(env, r.env(proxy.URL, r.Kinesis)...)
+		code, out := runOnce(t, 90*time.Second, env)
+		if code <= 0 || !contains(strings.ToLower(out), "unrecognizedclient") {
+			t.Errorf("exit %d; want an error naming the refusal:\n%s", code, tail(out, 10))
+		}
+		t.Logf("exit %d: %s", code, lastLine(out))
+	})
+
+	t.Run("mid-run", func(t *testing.T) {
+		t.Parallel()
+		const name = "bad input: DynamoDB credentials refused mid-run"
+		r := newDDBRig(t, name, ddb, kin)
+		r.Work.Changes, r.Work.TxPerSecond = Pick(params, 600, 2000), 20
+		proxy := NewStreamsProxy(ddb.Endpoint, params.Rand(name))
+		t.Cleanup(proxy.Close)
+		b := NewBridge(t, r.env(proxy.URL, r.Kinesis)...)
+		b.Start()
+		b.WaitReady(90 * time.Second)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		wait := runAsync(t, "workload", func() error { return r.Work.Run(ctx) })
+		sleep(ctx, 3*time.Second)
+		proxy.SetRefused(true)
+		expectFailure(t, b, time.Minute, "unrecognizedclient")
+		proxy.SetRefused(false)
+		b.Start()
+		b.WaitReady(90 * time.Second)
+		wait()
+		r.finish(b, 2*time.Minute)
+	})
+}
+
 // TestMalformedResponses puts the bridge behind endpoints whose answers
 // are sometimes cut short, HTML pages (200 and 502) or of the wrong
 // content type: Kinesis for the Postgres bridge, DynamoDB Streams for the

@@ -83,3 +83,51 @@ func TestPostgresRestart(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestPostgresSilentNetwork freezes the network between the bridge and
+// PostgreSQL under load: the connections stay open but nothing crosses
+// them, not even a reset, and new ones go unanswered. The bridge must
+// notice the silence on its own, say it is disconnected without exiting
+// (or exit only as a fenced leader, to be restarted), and once the
+// network is back deliver everything in order.
+func TestPostgresSilentNetwork(t *testing.T) {
+	const name = "postgres network silent"
+	t.Parallel()
+	// The server's own timeout shortens the status interval the bridge
+	// derives its silence limit from (3 intervals + 10 s): 25 s here.
+	pg := privatePostgres(t, map[string]string{"wal_sender_timeout": "15s"})
+	kin := testenv.Kinesalite(t)
+	r := newPGRig(t, name, pg, kin)
+	r.Work.Changes = Pick(params, 2000, 10000)
+	r.Work.TxPerSecond = 30
+	proxy, err := NewProxy(fmt.Sprintf("127.0.0.1:%d", pg.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	b := NewBridge(t, r.env(fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", proxy.Addr, r.DB), r.Kinesis)...)
+	b.Start()
+	waitStreaming(t, b)
+	stopSupervising := b.Supervise(func(code int, log string) bool {
+		return code == 1 && strings.Contains(lastLogLine(log), "records of a lost leadership are stuck in the sink")
+	})
+	defer stopSupervising()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := runAsync(t, "workload", func() error { return r.Work.Run(ctx) })
+	sleep(ctx, 3*time.Second)
+	proxy.SetFrozen(true)
+	frozeAt := time.Now()
+	logf(t, "network to postgres frozen")
+	waitDegraded(t, b, "disconnected", 45*time.Second)
+	logf(t, "the bridge reported itself disconnected %s into the silence", time.Since(frozeAt).Round(time.Second))
+	sleep(ctx, 5*time.Second)
+	proxy.SetFrozen(false)
+	logf(t, "network to postgres back after %s", time.Since(frozeAt).Round(time.Second))
+	wait()
+	r.finish(b, Pick(params, 2*time.Minute, 5*time.Minute))
+	if err := stopSupervising(); err != nil {
+		t.Error(err)
+	}
+}

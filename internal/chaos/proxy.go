@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -15,7 +14,9 @@ import (
 // resets every open connection (SO_LINGER 0, then close: the peers see a
 // TCP RST mid-stream); Down makes the target unreachable: new connections
 // are accepted and then held without an answer (a blackhole: requests
-// time out) until the outage ends, when they are reset; and
+// time out) until the outage ends, when they are reset; SetFrozen is a
+// silent outage: open connections stay open but carry nothing more, either
+// way, as when a network drops packets without a word; and
 // SetMidBodyResets cuts answers off in their middle.
 type Proxy struct {
 	Addr   string // 127.0.0.1:port
@@ -24,6 +25,8 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	down   bool
+	frozen bool
+	thawed *sync.Cond // broadcast when frozen ends or the proxy closes
 	conns  map[net.Conn]struct{}
 	held   []net.Conn
 	closed bool
@@ -52,6 +55,7 @@ func NewProxy(target string) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{Addr: l.Addr().String(), target: target, l: l, conns: map[net.Conn]struct{}{}}
+	p.thawed = sync.NewCond(&p.mu)
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -73,7 +77,7 @@ func (p *Proxy) accept() {
 			p.mu.Unlock()
 			reset(c)
 			return
-		case p.down:
+		case p.down || p.frozen:
 			p.held = append(p.held, c)
 			p.mu.Unlock()
 			continue
@@ -100,11 +104,29 @@ func (p *Proxy) pipe(c net.Conn) {
 	p.conns[up] = struct{}{}
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+	go func() { p.copyOut(up, c); done <- struct{}{} }()
 	go func() { p.copyBack(c, up); done <- struct{}{} }()
 	<-done
 	p.drop(c)
 	p.drop(up)
+}
+
+// copyOut copies the client's requests to the target.
+func (p *Proxy) copyOut(up, c net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			p.waitThawed()
+			if _, werr := up.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			p.waitThawed() // a frozen network carries no FIN either
+			return
+		}
+	}
 }
 
 // copyBack copies the target's answers to the client, cutting some of
@@ -114,6 +136,7 @@ func (p *Proxy) copyBack(c, up net.Conn) {
 	for {
 		n, err := up.Read(buf)
 		if n > 0 {
+			p.waitThawed()
 			if p.resetNow() {
 				_, _ = c.Write(buf[:n/2])
 				p.midResets.Add(1)
@@ -126,9 +149,19 @@ func (p *Proxy) copyBack(c, up net.Conn) {
 			}
 		}
 		if err != nil {
+			p.waitThawed()
 			return
 		}
 	}
+}
+
+// waitThawed holds what crosses a connection while the proxy is frozen.
+func (p *Proxy) waitThawed() {
+	p.mu.Lock()
+	for p.frozen && !p.closed {
+		p.thawed.Wait()
+	}
+	p.mu.Unlock()
 }
 
 func (p *Proxy) resetNow() bool {
@@ -199,6 +232,25 @@ func (p *Proxy) SetDown(down bool) {
 	p.held = nil
 }
 
+// SetFrozen starts (true) or ends (false) a silent outage. Open
+// connections are neither reset nor served: what is sent on them waits in
+// the proxy, as if lost, while the peers hear nothing. New connections are
+// held unanswered. When it ends, the held connections are reset and the
+// open ones carry on, late, unless a peer gave up on them meanwhile.
+func (p *Proxy) SetFrozen(frozen bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.frozen = frozen
+	if frozen {
+		return
+	}
+	for _, c := range p.held {
+		reset(c)
+	}
+	p.held = nil
+	p.thawed.Broadcast()
+}
+
 // Close stops the proxy and resets its connections.
 func (p *Proxy) Close() error {
 	p.mu.Lock()
@@ -207,6 +259,7 @@ func (p *Proxy) Close() error {
 		return nil
 	}
 	p.closed = true
+	p.thawed.Broadcast()
 	for c := range p.conns {
 		reset(c)
 	}

@@ -21,6 +21,9 @@ import (
 // adds what it does not do on demand: expired iterators, throttling, and a
 // shard split.
 //
+// SetRefused answers every call as AWS answers a request whose
+// credentials it does not accept (DynamoDB Local accepts any).
+//
 // DynamoDB Local keeps one shard per stream. Split ends that shard at its
 // current last record and makes two children continue it: the parent's
 // reads stop there (NextShardIterator absent: the shard is closed), and
@@ -35,6 +38,10 @@ type StreamsProxy struct {
 	srv      *httptest.Server
 	client   *http.Client
 
+	// gate keeps Split from cutting the parent while a read of it is in
+	// flight: such a read could return records past the split point, which
+	// the children would then serve again under their own shard ids.
+	gate         sync.RWMutex
 	mu           sync.Mutex
 	rng          *rand.Rand
 	expireRate   float64
@@ -42,6 +49,8 @@ type StreamsProxy struct {
 	split        *splitState
 	iters        map[string]childIter
 	nextIter     int
+
+	refused atomic.Bool
 
 	Expired, Throttled, ChildReads atomic.Int64
 }
@@ -85,6 +94,10 @@ func (p *StreamsProxy) chance(rate float64) bool {
 	return rate > 0 && p.rng.Float64() < rate
 }
 
+// SetRefused starts (true) or ends (false) refusing every call with
+// UnrecognizedClientException.
+func (p *StreamsProxy) SetRefused(refused bool) { p.refused.Store(refused) }
+
 // Split splits the stream's only open shard. It returns the parent's id
 // and the sequence number it ends at.
 func (p *StreamsProxy) Split(ctx context.Context, streamARN string) (string, string, error) {
@@ -109,7 +122,10 @@ func (p *StreamsProxy) Split(ctx context.Context, streamARN string) (string, str
 		return "", "", fmt.Errorf("streams proxy: split needs exactly one open shard, found %v", open)
 	}
 	parent := open[0]
-	// The parent ends at the last record written so far.
+	// The parent ends at the last record written so far, which no read in
+	// flight may pass.
+	p.gate.Lock()
+	defer p.gate.Unlock()
 	var it struct{ ShardIterator string }
 	if err := p.call(ctx, "GetShardIterator", map[string]any{"StreamArn": streamARN, "ShardId": parent, "ShardIteratorType": "TRIM_HORIZON"}, &it); err != nil {
 		return "", "", err
@@ -168,7 +184,15 @@ func (p *StreamsProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	if p.refused.Load() {
+		writeDDBError(w, "UnrecognizedClientException", "The security token included in the request is invalid. (injected)")
+		return
+	}
 	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), streamsPrefix)
+	if op == "GetRecords" {
+		p.gate.RLock()
+		defer p.gate.RUnlock()
+	}
 	p.mu.Lock()
 	split := p.split
 	var fault string
