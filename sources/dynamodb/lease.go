@@ -417,7 +417,7 @@ type LeaseStatus struct {
 	Owner         string    `json:"owner"`
 	Held          int       `json:"held"`
 	Lapsed        int       `json:"lapsed"`
-	Starting      int       `json:"starting"` // taken over, waiting for the previous owner's lease to run out
+	Starting      int       `json:"starting"` // taken, not read yet (a stolen one waits for the previous owner's lease to run out)
 	Draining      int       `json:"draining"` // ended, records still in flight
 	LiveOwners    int       `json:"live_owners"`
 	DurationSecs  float64   `json:"lease_duration_seconds"`
@@ -435,7 +435,9 @@ func (m *leaseManager) status() *LeaseStatus {
 		switch {
 		case t.state == tenureLapsed:
 			st.Lapsed++
-		case now.Before(t.startAt):
+		case now.Before(t.startAt) || !t.started:
+			// Until its reader runs, a shutdown lets the lease expire
+			// rather than hand it back (see releaseAll).
 			st.Starting++
 		default:
 			st.Held++
