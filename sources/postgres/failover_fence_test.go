@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
 )
 
@@ -68,7 +70,12 @@ func TestLeaderLossWithoutEventsInFlight(t *testing.T) {
 		AND classid = (($1::int8 >> 32) & 4294967295)::oid AND objid = ($1::int8 & 4294967295)::oid`, lockKey(slotFor(url))).Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
+	reconnects := testutil.ToFloat64(ra.src.m.reconnects)
 	mustExec(t, conn, "SELECT pg_terminate_backend($1)", pid)
+	// The loss noticed first: until then the old session still reads as
+	// active, and a change made now could reach it as it stops (then it
+	// holds events of a lost leadership and rightly ends with ErrFenced).
+	waitFor(t, 30*time.Second, "the loss noticed", func() bool { return testutil.ToFloat64(ra.src.m.reconnects) > reconnects })
 	waitFor(t, 30*time.Second, "the leader streaming again", func() bool {
 		select {
 		case err := <-ra.done:
