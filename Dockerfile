@@ -3,12 +3,14 @@
 # file naming the non-root user, and the state directory it owns. The last
 # stage holds exactly the tree `make image` puts in its one layer (both come
 # from internal/image), so this build and `make image` give the same files.
-# `make image` builds the image without a container engine, reproducibly;
-# with BuildKit, pass SOURCE_DATE_EPOCH and rewrite-timestamp for the same:
-#   docker buildx build --build-arg VERSION=$(git describe --tags --always) \
-#     --build-arg COMMIT=$(git rev-parse --short HEAD) \
-#     --build-arg SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) \
-#     --output type=docker,rewrite-timestamp=true -t cdcbridge .
+# `make image` builds the image without a container engine, reproducibly.
+# Here, the same commit gives the same digest when every timestamp is the
+# commit's:
+#   buildah bud --timestamp $(git log -1 --format=%ct) \
+#     --build-arg VERSION=$(git describe --tags --always) \
+#     --build-arg COMMIT=$(git rev-parse --short HEAD) -t cdcbridge .
+# With BuildKit: --build-arg SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
+#   --output type=docker,rewrite-timestamp=true
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./

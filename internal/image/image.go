@@ -1,10 +1,10 @@
 // Package image builds cdcbridge's container image without a container
 // engine: one layer holding the static binary, CA certificates, a passwd
 // file naming the non-root user and the state directory it owns, written
-// as an OCI image layout archive that `docker load`, `podman load` and
-// `skopeo` accept. Every byte follows from the inputs (the binary, the CA
-// bundle, the version and a timestamp), so the same commit builds the same
-// image digest.
+// as an OCI image layout archive that also carries `docker save`'s
+// manifest.json, for `docker load`, `podman load` and `skopeo`. Every
+// byte follows from the inputs (the binary, the CA bundle, the version and
+// a timestamp), so the same commit builds the same image digest.
 //
 // The Dockerfile's last stage copies the same tree (see WriteTree), so the
 // image built by Docker and the one built here hold the same files.
@@ -159,8 +159,8 @@ type Built struct {
 }
 
 // Write writes the image as an OCI image layout tar archive to w. The
-// archive also carries Docker's manifest.json, so `docker load` takes it
-// on Docker versions older than OCI layout support too.
+// archive also carries the manifest.json of `docker save`'s format, for
+// Docker versions that load only that.
 func Write(w io.Writer, files []File, m Meta) (Built, error) {
 	created := m.Created.UTC()
 	layerTar, err := layer(files, created)
