@@ -3,7 +3,6 @@ package chaos
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -27,14 +26,7 @@ func TestBadKinesis(t *testing.T) {
 	t.Run("missing stream", func(t *testing.T) {
 		t.Parallel()
 		r := newPGRig(t, "missing stream", pg, kin)
-		env := append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0")
-		env = append(env, r.env(pg.URL(r.DB), r.Kinesis)...)
-		env = append(env, "CDCBRIDGE_KINESIS_STREAM=nosuchstream")
-		code, out := runOnce(t, 90*time.Second, env)
-		if code <= 0 || !contains(out, "nosuchstream", "not") {
-			t.Errorf("exit %d; want an error naming the missing stream:\n%s", code, tail(out, 10))
-		}
-		t.Logf("exit %d: %s", code, lastLine(out))
+		expectStartFails(t, append(r.env(pg.URL(r.DB), r.Kinesis), "CDCBRIDGE_KINESIS_STREAM=nosuchstream"), "nosuchstream", "not")
 	})
 
 	t.Run("credentials refused at start", func(t *testing.T) {
@@ -43,13 +35,7 @@ func TestBadKinesis(t *testing.T) {
 		fake := kinesisfake.New(kinesisfake.Options{Upstream: kin.Endpoint})
 		t.Cleanup(fake.Close)
 		fake.SetFaults(kinesisfake.Faults{Errors: map[string]string{"DescribeStreamSummary": "UnrecognizedClientException", "ListShards": "UnrecognizedClientException"}})
-		env := append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0")
-		env = append(env, r.env(pg.URL(r.DB), fake.URL)...)
-		code, out := runOnce(t, 90*time.Second, env)
-		if code <= 0 || !contains(strings.ToLower(out), "unrecognizedclient") {
-			t.Errorf("exit %d; want an error naming the refusal:\n%s", code, tail(out, 10))
-		}
-		t.Logf("exit %d: %s", code, lastLine(out))
+		expectStartFails(t, r.env(pg.URL(r.DB), fake.URL), "UnrecognizedClient")
 	})
 
 	t.Run("credentials refused mid-run", func(t *testing.T) {
@@ -129,20 +115,25 @@ func TestBadKinesis(t *testing.T) {
 	})
 }
 
+// expectStartFails runs the bridge once with settings and wants it to stop
+// at once with a non-zero status and output that names words.
+func expectStartFails(t *testing.T, settings []string, words ...string) {
+	t.Helper()
+	env := append(append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0"), settings...)
+	code, out := runOnce(t, 90*time.Second, env)
+	if code <= 0 || !contains(out, words...) {
+		t.Errorf("exit %d; want an error naming %q:\n%s", code, words, tail(out, 10))
+	}
+	t.Logf("exit %d: %s", code, lastLine(out))
+}
+
 // TestBadDynamoDBTable: a table that does not exist stops the bridge with
 // a message naming it.
 func TestBadDynamoDBTable(t *testing.T) {
 	t.Parallel()
 	ddb, kin := testenv.DynamoDB(t), testenv.Kinesalite(t)
 	r := newDDBRig(t, "missing table", ddb, kin)
-	env := append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0")
-	env = append(env, r.env(ddb.Endpoint, r.Kinesis)...)
-	env = append(env, "CDCBRIDGE_DYNAMODB_TABLE=nosuchtable")
-	code, out := runOnce(t, 90*time.Second, env)
-	if code <= 0 || !contains(out, "nosuchtable") {
-		t.Errorf("exit %d; want an error naming the missing table:\n%s", code, tail(out, 10))
-	}
-	t.Logf("exit %d: %s", code, lastLine(out))
+	expectStartFails(t, append(r.env(ddb.Endpoint, r.Kinesis), "CDCBRIDGE_DYNAMODB_TABLE=nosuchtable"), "nosuchtable")
 }
 
 // TestDynamoDBCredentialsRefused refuses the DynamoDB bridge's Streams
@@ -160,13 +151,7 @@ func TestDynamoDBCredentialsRefused(t *testing.T) {
 		proxy := NewStreamsProxy(ddb.Endpoint, params.Rand("dynamodb credentials refused"))
 		t.Cleanup(proxy.Close)
 		proxy.SetRefused(true)
-		env := append(BaseEnv(), "CDCBRIDGE_HTTP_ADDR=127.0.0.1:0")
-		env = append(env, r.env(proxy.URL, r.Kinesis)...)
-		code, out := runOnce(t, 90*time.Second, env)
-		if code <= 0 || !contains(strings.ToLower(out), "unrecognizedclient") {
-			t.Errorf("exit %d; want an error naming the refusal:\n%s", code, tail(out, 10))
-		}
-		t.Logf("exit %d: %s", code, lastLine(out))
+		expectStartFails(t, r.env(proxy.URL, r.Kinesis), "UnrecognizedClient")
 	})
 
 	t.Run("mid-run", func(t *testing.T) {

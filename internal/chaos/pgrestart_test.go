@@ -49,13 +49,7 @@ func TestPostgresRestart(t *testing.T) {
 	b.Start()
 	waitStreaming(t, b)
 
-	// A leader whose lock connection breaks while its records wait for
-	// Kinesis cannot send them any more and exits (fenced failover, see
-	// sources/postgres/fence.go); its supervisor restarts it, and the slot
-	// still holds everything. Any other exit fails the test.
-	stopSupervising := b.Supervise(func(code int, log string) bool {
-		return code == 1 && strings.Contains(lastLogLine(log), "records of a lost leadership are stuck in the sink")
-	})
+	stopSupervising := superviseFencedExits(b)
 	defer stopSupervising()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -84,6 +78,17 @@ func TestPostgresRestart(t *testing.T) {
 	}
 }
 
+// superviseFencedExits restarts b when it exits as a fenced leader: one
+// whose lock connection broke while its records waited for Kinesis cannot
+// send them any more and exits (see sources/postgres/fence.go); its
+// supervisor restarts it, and the slot still holds everything. Any other
+// exit fails the test.
+func superviseFencedExits(b *Bridge) (stop func() error) {
+	return b.Supervise(func(code int, log string) bool {
+		return code == 1 && strings.Contains(lastLogLine(log), "records of a lost leadership are stuck in the sink")
+	})
+}
+
 // TestPostgresSilentNetwork freezes the network between the bridge and
 // PostgreSQL under load: the connections stay open but nothing crosses
 // them, not even a reset, and new ones go unanswered. The bridge must
@@ -108,9 +113,7 @@ func TestPostgresSilentNetwork(t *testing.T) {
 	b := NewBridge(t, r.env(fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", proxy.Addr, r.DB), r.Kinesis)...)
 	b.Start()
 	waitStreaming(t, b)
-	stopSupervising := b.Supervise(func(code int, log string) bool {
-		return code == 1 && strings.Contains(lastLogLine(log), "records of a lost leadership are stuck in the sink")
-	})
+	stopSupervising := superviseFencedExits(b)
 	defer stopSupervising()
 
 	ctx, cancel := context.WithCancel(context.Background())
