@@ -426,7 +426,6 @@ type LeaseStatus struct {
 }
 
 func (m *leaseManager) status() *LeaseStatus {
-	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := &LeaseStatus{Owner: m.table.Owner(), LiveOwners: m.owners, DurationSecs: m.d.Seconds(), LastListed: m.lastList,
@@ -435,7 +434,7 @@ func (m *leaseManager) status() *LeaseStatus {
 		switch {
 		case t.state == tenureLapsed:
 			st.Lapsed++
-		case now.Before(t.startAt) || !t.started:
+		case !t.started:
 			// Until its reader runs, a shutdown lets the lease expire
 			// rather than hand it back (see releaseAll).
 			st.Starting++
