@@ -226,6 +226,7 @@ func checkpointFault(t *testing.T, r *rig, b *Bridge, work func(context.Context)
 }
 
 // waitDegraded waits until /status lists a degraded reason containing word.
+// A supervised bridge may exit and be restarted meanwhile.
 func waitDegraded(t *testing.T, b *Bridge, word string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -236,7 +237,10 @@ func waitDegraded(t *testing.T, b *Bridge, word string, timeout time.Duration) {
 		}
 		select {
 		case <-b.Exited():
-			t.Fatalf("cdcbridge exited (code %d) while waiting for a degraded report\n%s", b.ExitCode(), b.LogTail(20))
+			if !b.Supervised() {
+				t.Fatalf("cdcbridge exited (code %d) while waiting for a degraded report\n%s", b.ExitCode(), b.LogTail(20))
+			}
+			time.Sleep(250 * time.Millisecond) // its supervisor restarts it
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
