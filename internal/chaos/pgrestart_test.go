@@ -3,7 +3,6 @@ package chaos
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,14 +21,7 @@ import (
 func TestPostgresRestart(t *testing.T) {
 	const name = "postgres restarts"
 	t.Parallel()
-	pg, err := testenv.StartPostgres(testenv.PostgresOptions{})
-	if err != nil {
-		if os.Getenv("CI") == "" && testing.Short() {
-			t.Skipf("postgres unavailable: %v", err)
-		}
-		t.Fatalf("postgres unavailable: %v", err)
-	}
-	t.Cleanup(func() { pg.Stop() })
+	pg := privatePostgres(t, nil)
 	kin := testenv.Kinesalite(t)
 	r := newPGRig(t, name, pg, kin)
 	rng := params.Rand(name + "/faults")
