@@ -19,10 +19,7 @@ func privatePostgres(t *testing.T, settings map[string]string) *testenv.Postgres
 	t.Helper()
 	pg, err := testenv.StartPostgres(testenv.PostgresOptions{Settings: settings})
 	if err != nil {
-		if os.Getenv("CI") == "" && testing.Short() {
-			t.Skipf("postgres unavailable: %v", err)
-		}
-		t.Fatalf("postgres unavailable: %v", err)
+		testenv.Unavailable(t, "postgres", err)
 	}
 	t.Cleanup(func() { pg.Stop() })
 	return pg

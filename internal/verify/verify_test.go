@@ -82,11 +82,7 @@ func nodeAggregate(t *testing.T, users []aggUser) []byte {
 	}
 	node, lerr := exec.LookPath("node")
 	if err != nil || lerr != nil {
-		msg := fmt.Sprintf("node or aws-kinesis-agg missing (%v, %v): run scripts/install-test-deps", err, lerr)
-		if os.Getenv("CI") == "" && testing.Short() {
-			t.Skip(msg)
-		}
-		t.Fatal(msg)
+		testenv.Unavailable(t, "node and aws-kinesis-agg", fmt.Errorf("%v, %v: run scripts/install-test-deps", err, lerr))
 	}
 	const script = `
 const agg = require('aws-kinesis-agg');

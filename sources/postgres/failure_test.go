@@ -21,10 +21,7 @@ func privatePG(t *testing.T, settings map[string]string) (*testenv.Postgres, str
 	t.Helper()
 	pg, err := testenv.StartPostgres(testenv.PostgresOptions{Settings: settings})
 	if err != nil {
-		if os.Getenv("CI") == "" && testing.Short() {
-			t.Skipf("postgres unavailable: %v", err)
-		}
-		t.Fatalf("postgres unavailable: %v", err)
+		testenv.Unavailable(t, "postgres", err)
 	}
 	t.Cleanup(func() { _ = pg.Stop() })
 	if err := pg.CreateDatabase(context.Background(), "app"); err != nil {

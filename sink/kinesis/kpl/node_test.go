@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cdcbridge/cdcbridge/internal/testenv"
 )
 
 const aggPackageVersion = "4.2.8"
@@ -80,11 +82,8 @@ func aggNode(t *testing.T) func(*testing.T, nodeRequest) nodeResponse {
 	t.Helper()
 	unavailable := func(format string, args ...any) {
 		t.Helper()
-		msg := fmt.Sprintf(format, args...) + "; run scripts/install-test-deps to install node and aws-kinesis-agg@" + aggPackageVersion
-		if os.Getenv("CI") == "" && testing.Short() {
-			t.Skip(msg)
-		}
-		t.Fatal(msg)
+		testenv.Unavailable(t, "node and aws-kinesis-agg@"+aggPackageVersion,
+			fmt.Errorf(format+"; run scripts/install-test-deps", args...))
 	}
 	node, err := exec.LookPath("node")
 	if err != nil {
