@@ -28,9 +28,14 @@ type PostgresOptions struct {
 	// Settings are extra postgresql.conf settings, applied after (and so
 	// over) the defaults below.
 	Settings map[string]string
-	// BinDir holds initdb and postgres. Default: DefaultPostgresBinDir when
-	// it has them, else PATH.
+	// BinDir holds initdb and postgres. Default: PostgresBinDir(Version);
+	// with neither Version nor PostgresVersionEnv set, DefaultPostgresBinDir
+	// when it has them, else PATH.
 	BinDir string
+	// Version is the major version to start when BinDir is empty.
+	// Default: PostgresVersionEnv, else DefaultPostgresVersion. A chosen
+	// version is checked against the server that starts.
+	Version int
 }
 
 // defaultSettings make a cluster fit for logical replication tests.
@@ -47,8 +52,9 @@ var defaultSettings = map[string]string{
 // Postgres is a throwaway PostgreSQL cluster: superuser postgres, trust
 // authentication on loopback TCP and on its socket.
 type Postgres struct {
-	Dir  string // temporary directory: data/, postgres.log, the Unix socket
-	Port int
+	Dir   string // temporary directory: data/, postgres.log, the Unix socket
+	Port  int
+	Major int // the server's major version (server_version)
 
 	postgresBin string
 	cred        *syscall.Credential // nil unless running as root
@@ -68,15 +74,15 @@ type Postgres struct {
 // server runs as a direct child (not daemonized through pg_ctl) so that it
 // dies with the test binary.
 func StartPostgres(opts PostgresOptions) (*Postgres, error) {
-	binDir := opts.BinDir
-	if binDir == "" {
-		binDir = DefaultPostgresBinDir
-	}
-	initdb, err := findPostgresBinary(binDir, "initdb", opts.BinDir == "")
+	binDir, orPath, want, err := postgresBinaries(opts)
 	if err != nil {
 		return nil, err
 	}
-	postgres, err := findPostgresBinary(binDir, "postgres", opts.BinDir == "")
+	initdb, err := findPostgresBinary(binDir, "initdb", orPath)
+	if err != nil {
+		return nil, err
+	}
+	postgres, err := findPostgresBinary(binDir, "postgres", orPath)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +113,50 @@ func StartPostgres(opts PostgresOptions) (*Postgres, error) {
 		return nil, fmt.Errorf("starting postgres: %w", err)
 	}
 	track(p)
+	if p.Major, err = p.serverMajor(); err == nil && want != 0 && p.Major != want {
+		err = fmt.Errorf("postgres: %s started PostgreSQL %d, want %d", postgres, p.Major, want)
+	}
+	if err != nil {
+		_ = p.Stop()
+		return nil, err
+	}
 	return p, nil
+}
+
+// postgresBinaries picks the folder of initdb and postgres, whether PATH
+// may stand in for it, and the major version the caller chose (0: none).
+// Only the default of old (no version chosen anywhere) falls back to PATH:
+// a chosen version must not be replaced by whatever PATH has.
+func postgresBinaries(opts PostgresOptions) (dir string, orPath bool, want int, err error) {
+	if opts.BinDir != "" {
+		return opts.BinDir, false, opts.Version, nil
+	}
+	want = opts.Version
+	if want == 0 {
+		if want, err = envPostgresVersion(); err != nil {
+			return "", false, 0, fmt.Errorf("postgres: %w", err)
+		}
+		if os.Getenv(PostgresVersionEnv) == "" {
+			return DefaultPostgresBinDir, true, 0, nil
+		}
+	}
+	dir, err = PostgresBinDir(want)
+	if err != nil {
+		return "", false, 0, fmt.Errorf("postgres: %w", err)
+	}
+	return dir, false, want, nil
+}
+
+// serverMajor asks the running server for its major version.
+func (p *Postgres) serverMajor() (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, p.URL("postgres"))
+	if err != nil {
+		return 0, fmt.Errorf("postgres: reading the server version: %w", err)
+	}
+	defer conn.Close(ctx)
+	return majorFromServerVersion(conn.PgConn().ParameterStatus("server_version"))
 }
 
 // findPostgresBinary looks in binDir, then (if allowed) on PATH.
@@ -247,7 +296,9 @@ func (p *Postgres) startLocked() error {
 
 // Shutdown stops the server but keeps its data, like pg_ctl stop -m mode:
 // "smart" waits for clients to disconnect, "fast" disconnects them,
-// "immediate" aborts without a checkpoint (crash recovery on Start).
+// "immediate" aborts without a checkpoint (crash recovery on Start),
+// "kill" sends SIGKILL to the postmaster and every backend at once, as
+// when the machine under it dies.
 func (p *Postgres) Shutdown(mode string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -260,9 +311,10 @@ func (p *Postgres) shutdownLocked(mode string) error {
 		"smart":     syscall.SIGTERM,
 		"fast":      syscall.SIGINT,
 		"immediate": syscall.SIGQUIT,
+		"kill":      syscall.SIGKILL,
 	}[mode]
 	if !ok {
-		return fmt.Errorf("postgres: unknown shutdown mode %q (smart, fast or immediate)", mode)
+		return fmt.Errorf("postgres: unknown shutdown mode %q (smart, fast, immediate or kill)", mode)
 	}
 	if p.proc == nil {
 		return nil

@@ -1,7 +1,7 @@
-// Package testenv starts real servers for tests: a throwaway PostgreSQL 15
-// cluster, kinesalite, kinesis-mock and DynamoDB Local. Each listens on a
-// free loopback port, keeps its files in its own temporary directory, and is
-// stopped (and its directory removed) by Stop, by Main after the package's
+// Package testenv starts real servers for tests: a throwaway PostgreSQL
+// cluster (15 by default; PostgresVersionEnv picks 14 to 18), kinesalite,
+// kinesis-mock and DynamoDB Local. Each listens on a free loopback port,
+// keeps its files in its own temporary directory, and is stopped (and its directory removed) by Stop, by Main after the package's
 // tests, or, if the test binary dies first, by the kernel (Pdeathsig).
 //
 // A start waits until the server answers a real request. When a server
@@ -14,8 +14,9 @@
 // must not Stop a shared server. A test that needs to stop or restart a
 // server starts a private one with StartPostgres and friends.
 //
-// Binaries come from scripts/install-test-deps: PostgreSQL and Java from
-// Debian packages, the Node.js emulators from RepoRoot/.cache/node.
+// Binaries come from scripts/install-test-deps: PostgreSQL 15 and Java from
+// Debian packages, the Node.js emulators and the other PostgreSQL versions
+// from RepoRoot/.cache/node.
 package testenv
 
 import (
@@ -113,9 +114,15 @@ var (
 	sharedDynamoDB    shared[*DynamoDBLocal]
 )
 
-// PG returns the package's shared PostgreSQL cluster, starting it on first use.
+// PG returns the package's shared PostgreSQL cluster, starting it on first
+// use, of the version PostgresVersionEnv asks for (Postgres.Major says
+// which). A value of the variable that names no supported version fails
+// the test even where a missing server would only skip it.
 func PG(t testing.TB) *Postgres {
 	t.Helper()
+	if _, err := envPostgresVersion(); err != nil {
+		t.Fatal(err)
+	}
 	return sharedPG.get(t, "postgres", func() (*Postgres, error) {
 		return StartPostgres(PostgresOptions{})
 	})
