@@ -58,11 +58,11 @@ func (s *Source) armLockSession(ctx context.Context, conn *pgx.Conn) (time.Time,
 	_, err := conn.Exec(ctx, fmt.Sprintf("SET idle_session_timeout = %d", s.cfg.LeaderTimeout.Milliseconds()))
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42704" { // unrecognized parameter: before PostgreSQL 14
-		s.warnNoIdleTimeout.Do(func() {
-			s.log.Warn("the server has no idle_session_timeout (PostgreSQL 14+): a leader cut off from it keeps the slot's lock " +
-				"until the server notices the dead connection (tcp_keepalives_*), and no standby takes over before")
-		})
-		return sent, nil
+		// Without it a leader cut off from the server would keep the lock
+		// until TCP gives up, and no standby could take over: this is the
+		// first thing a start does, so it is where an old server is told.
+		return sent, fatal(fmt.Errorf("the server has no idle_session_timeout, so it is older than PostgreSQL 14, which cdcbridge needs "+
+			"(the setting fences a lost leader; see `cdcbridge check`): %w", err))
 	}
 	if err != nil {
 		return sent, fmt.Errorf("setting idle_session_timeout on the lock session: %w", err)

@@ -87,6 +87,9 @@ func (s *Source) acquire(ctx context.Context) (*lease, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if isFatal(err) {
+			return nil, err
+		}
 		s.log.Warn("waiting for the slot's lock", "err", err)
 		if err := wait(ctx, bo.next(), s.heartbeat); err != nil {
 			return nil, err

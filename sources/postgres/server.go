@@ -68,20 +68,21 @@ type CheckResult struct {
 	Fix    string `json:"fix,omitempty"`
 }
 
+// minServerVersion is the oldest PostgreSQL the bridge runs on. 14 brought
+// the two things it cannot do without: idle_session_timeout, with which the
+// server frees the slot's lock of a leader it no longer hears from (without
+// it a cut-off leader blocks failover until TCP gives up; see fence.go),
+// and pgoutput's messages option, for message events.
+const minServerVersion = 140000
+
 func (si *serverInfo) checks() []CheckResult {
 	var out []CheckResult
-	major := si.version / 10000
-	if si.version < 120000 {
+	if si.version < minServerVersion {
 		out = append(out, CheckResult{Name: "postgres version", Status: "fail",
-			Detail: fmt.Sprintf("PostgreSQL %s is not supported; cdcbridge needs 12 or newer", si.versionText),
-			Fix:    "upgrade the server to PostgreSQL 12 or newer"})
+			Detail: fmt.Sprintf("PostgreSQL %s is not supported; cdcbridge needs 14 or newer (idle_session_timeout fences a lost leader, and pgoutput streams logical decoding messages, both from 14)", si.versionText),
+			Fix:    "upgrade the server to PostgreSQL 14 or newer"})
 	} else {
 		out = append(out, CheckResult{Name: "postgres version", Status: "ok", Detail: fmt.Sprintf("PostgreSQL %s", si.versionText)})
-		if major < 14 {
-			out = append(out, CheckResult{Name: "logical decoding messages", Status: "warn",
-				Detail: "PostgreSQL before 14 does not stream pg_logical_emit_message; message events are unavailable",
-				Fix:    "upgrade to PostgreSQL 14 or newer for message events"})
-		}
 	}
 	if si.walLevel != "logical" {
 		fix := "run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"

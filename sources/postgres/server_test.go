@@ -14,7 +14,10 @@ func TestServerChecksExplain(t *testing.T) {
 		check  string
 		fixHas string
 	}{
-		{"old version", serverInfo{version: 110000, versionText: "11.2", walLevel: "logical", superuser: true, maxWalSenders: 10}, "postgres version", "12 or newer"},
+		{"old version", serverInfo{version: 110000, versionText: "11.2", walLevel: "logical", superuser: true, maxWalSenders: 10}, "postgres version", "14 or newer"},
+		// 12 and 13 ran once; they lack idle_session_timeout (the leader
+		// fence) and streamed messages.
+		{"13", serverInfo{version: 130016, versionText: "13.16", walLevel: "logical", superuser: true, maxWalSenders: 10}, "postgres version", "PostgreSQL 14 or newer"},
 		{"wal_level", serverInfo{version: 150000, walLevel: "replica", superuser: true, maxWalSenders: 10}, "wal_level", "ALTER SYSTEM SET wal_level = logical"},
 		{"wal_level rds", serverInfo{version: 150000, walLevel: "replica", superuser: true, managed: true, maxWalSenders: 10}, "wal_level", "rds.logical_replication = 1"},
 		{"privilege", serverInfo{version: 150000, walLevel: "logical", user: "app", maxWalSenders: 10}, "replication privilege", `ALTER ROLE "app" WITH REPLICATION`},
