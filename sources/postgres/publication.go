@@ -231,9 +231,11 @@ func (s *Source) createPublications(ctx context.Context, pool *pgxpool.Pool, mai
 	for _, t := range withoutID {
 		s.warnNoIdentity(t)
 	}
-	opts := ""
-	if srv.version >= 130000 {
-		opts = ", publish_via_partition_root = true"
+	opts := ", publish_via_partition_root = true"
+	if srv.version >= 180000 {
+		// Stored generated columns are part of the row as to_jsonb sees
+		// it; pgoutput sends them from 18 on when asked to.
+		opts += ", publish_generated_columns = stored"
 	}
 	allTablesCompanion := srv.superuser && len(s.cfg.Tables) == 0
 	var stmts []string

@@ -61,6 +61,10 @@ func (s *Source) readSnapshot(ctx context.Context, pool *pgxpool.Pool, snapName 
 	if err != nil {
 		return err
 	}
+	var serverVersion int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&serverVersion); err != nil {
+		return fmt.Errorf("snapshot: reading the server version: %w", err)
+	}
 	prog := &snapshotProgress{ConsistentPoint: formatLSN(cp), Tables: len(tables), Started: time.Now()}
 	s.mu.Lock()
 	s.snap = prog
@@ -72,7 +76,7 @@ func (s *Source) readSnapshot(ctx context.Context, pool *pgxpool.Pool, snapName 
 	s.log.Info("snapshot: reading published tables", "tables", len(tables), "consistent_point", prog.ConsistentPoint)
 
 	r := &snapReader{
-		s: s, conn: conn, pool: pool, cp: cp, source: source, emit: emit, prog: prog,
+		s: s, conn: conn, pool: pool, cp: cp, source: source, emit: emit, prog: prog, genCols: serverVersion >= 180000,
 		seq: cdc.SnapshotSequence(cp), cpStr: formatLSN(cp), acked: make(chan struct{}, 1), lastLog: time.Now(),
 	}
 	r.onAck = func() {
@@ -129,6 +133,8 @@ type snapReader struct {
 	acked   chan struct{}
 	onAck   func()
 	lastLog time.Time
+	// genCols: pgoutput may publish stored generated columns (18+).
+	genCols bool
 }
 
 // table reads one table through a cursor, a page at a time.
@@ -245,8 +251,8 @@ func (r *snapReader) table(ctx context.Context, t snapTable) error {
 // relation builds the table's conversion rules from the catalog, as the
 // stream's Relation message would.
 func (r *snapReader) relation(ctx context.Context, t snapTable) (*relation, error) {
-	rows, err := r.conn.Query(ctx, `SELECT attname::text, atttypid::int8 FROM pg_catalog.pg_attribute
-		WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+	rows, err := r.conn.Query(ctx, `SELECT attname::text, atttypid::int8, attgenerated::text FROM pg_catalog.pg_attribute
+		WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped
 		ORDER BY attnum`, int64(t.oid))
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: columns of %s.%s: %w", t.schema, t.name, err)
@@ -254,14 +260,29 @@ func (r *snapReader) relation(ctx context.Context, t snapTable) (*relation, erro
 	var names []string
 	var oids []uint32
 	for rows.Next() {
-		var name string
+		var name, generated string
 		var oid int64
-		if err := rows.Scan(&name, &oid); err != nil {
+		if err := rows.Scan(&name, &oid, &generated); err != nil {
 			rows.Close()
 			return nil, err
 		}
 		if t.columns != nil && !slices.Contains(t.columns, name) {
 			continue // not in the publication's column list
+		}
+		// A snapshot row has the columns a streamed one has. pgoutput
+		// sends a stored generated column from 18 on, when the
+		// publication names it or has publish_generated_columns = stored,
+		// and 18's pg_publication_tables then lists it; before 18 it never
+		// sends one, though 15 lists them all. Virtual generated columns
+		// (18) are computed on read and never published.
+		switch generated {
+		case "":
+		case "s":
+			if !r.genCols || t.columns == nil {
+				continue
+			}
+		default:
+			continue
 		}
 		names = append(names, name)
 		oids = append(oids, uint32(oid))
