@@ -57,8 +57,17 @@ type session struct {
 // would repeat a growing backlog on every restart.
 const progressInterval = time.Second
 
-// startArgs are pgoutput's options: protocol 1, the publications, and
-// logical decoding messages where the server has them (14+).
+// startArgs are pgoutput's options: protocol 1 on every version, the
+// publications, and logical decoding messages (14+, which every supported
+// server is). Protocol 1 carries all the bridge emits, 18's stored
+// generated columns included. The later ones add nothing without options
+// the bridge leaves off: 2 (14) streams transactions in progress, 3 (15)
+// decodes two-phase transactions at PREPARE, 4 (16) streams them for
+// parallel apply. Streaming cannot help here: an event's id needs its
+// commit LSN and an aborted transaction must never be emitted, so streamed
+// changes would wait for their commit in the bridge, which is what the
+// server's spilling past logical_decoding_work_mem already does (README,
+// "PostgreSQL versions").
 func startArgs(pubs []string, serverVersion int) []string {
 	args := []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", strings.Join(pubs, ","))}
 	if serverVersion >= 140000 {
@@ -78,7 +87,32 @@ func (s *session) run(ctx context.Context, slot string, pubs []string, serverVer
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.receive(gctx) })
 	g.Go(func() error { return s.decode(gctx) })
-	return g.Wait()
+	err = g.Wait()
+	var skipped *publicationSkippedError
+	if errors.As(err, &skipped) {
+		return fatal(fmt.Errorf("slot %s reaches changes made before publication %s existed, which PostgreSQL 18 skips with a warning (%w); "+
+			"the bridge stops rather than miss them. Drop the slot and let the bridge create it (CDCBRIDGE_POSTGRES_SNAPSHOT=initial reads the existing rows), "+
+			"or create the slot after the publication", slot, strings.Join(pubs, ","), skipped.err))
+	}
+	return err
+}
+
+// publicationSkippedError is PostgreSQL 18's warning that it skipped a
+// change because a publication did not exist at that point in the WAL.
+// Before 18 the same case is an error that ends the stream (SQLSTATE
+// 42704, explained by the caller); from 18 on the server goes on without
+// the change, a gap the bridge must not accept.
+type publicationSkippedError struct{ err *pgconn.PgError }
+
+func (e *publicationSkippedError) Error() string { return e.err.Error() }
+
+// asPublicationSkipped recognises that warning by its SQLSTATE and the
+// routine that raises it, which, unlike the message, are not translated.
+func asPublicationSkipped(m *pgproto3.NoticeResponse) error {
+	if m.Code != "55000" || (m.Routine != "LoadPublications" && !strings.Contains(m.Message, "publication")) {
+		return nil
+	}
+	return &publicationSkippedError{pgconn.ErrorResponseToPgError((*pgproto3.ErrorResponse)(m))}
 }
 
 func (s *session) decode(ctx context.Context) error {
@@ -201,6 +235,11 @@ func (s *session) receive(ctx context.Context) error {
 			}
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.NoticeResponse:
+			if err := asPublicationSkipped(m); err != nil {
+				return fmt.Errorf("replication stream: %w", err)
+			}
+			s.log.Warn("the server warns on the replication connection", "severity", m.Severity, "code", m.Code, "message", m.Message, "detail", m.Detail)
 		case *pgproto3.CopyDone:
 			return errors.New("the server ended the replication stream")
 		}
