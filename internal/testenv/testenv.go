@@ -1,8 +1,9 @@
 // Package testenv starts real servers for tests: a throwaway PostgreSQL
 // cluster (15 by default; PostgresVersionEnv picks 14 to 18), kinesalite,
 // kinesis-mock and DynamoDB Local. Each listens on a free loopback port,
-// keeps its files in its own temporary directory, and is stopped (and its directory removed) by Stop, by Main after the package's
-// tests, or, if the test binary dies first, by the kernel (Pdeathsig).
+// keeps its files in its own temporary directory, and is stopped (and its
+// directory removed) by Stop, by Main after the package's tests, or, if
+// the test binary dies first, by the kernel (Pdeathsig).
 //
 // A start waits until the server answers a real request. When a server
 // cannot start, the error includes the tail of the server's own log, where
