@@ -3,13 +3,11 @@ package testenv
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -243,20 +241,7 @@ func (p *Postgres) init(initdb string, extra map[string]string) error {
 	for k, v := range extra {
 		settings[k] = v
 	}
-	var conf strings.Builder
-	conf.WriteString("\n# testenv\n")
-	for _, k := range slices.Sorted(maps.Keys(settings)) {
-		fmt.Fprintf(&conf, "%s = '%s'\n", k, strings.ReplaceAll(settings[k], "'", "''"))
-	}
-	f, err := os.OpenFile(filepath.Join(p.dataDir(), "postgresql.conf"), os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return fmt.Errorf("postgres: %w", err)
-	}
-	if _, err := f.WriteString(conf.String()); err != nil {
-		f.Close()
-		return fmt.Errorf("postgres: writing postgresql.conf: %w", err)
-	}
-	return f.Close()
+	return appendSettings(p.dataDir(), settings)
 }
 
 // Start starts a shut-down server again on the same port and data.
