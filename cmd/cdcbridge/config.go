@@ -32,7 +32,9 @@ type rawConfig struct {
 	PostgresPublication string `envconfig:"POSTGRES_PUBLICATION" default:"cdcbridge" desc:"publication, created if missing"`
 	PostgresTables      string `envconfig:"POSTGRES_TABLES" desc:"schema.table,... for a new publication (empty: all tables)"`
 	PostgresSnapshot    string `envconfig:"POSTGRES_SNAPSHOT" default:"initial" desc:"initial (existing rows as read events when the slot is new) or never"`
-	PostgresOnSlotLost  string `envconfig:"POSTGRES_ON_SLOT_LOST" default:"fail" desc:"the slot vanished or was invalidated after this bridge streamed from it: fail, resnapshot or continue (accepting a gap)"`
+	PostgresOnSlotLost  string `envconfig:"POSTGRES_ON_SLOT_LOST" default:"fail" desc:"the slot vanished, was invalidated or was moved ahead by something else after this bridge streamed from it (also a new cluster at the same address): fail, resnapshot or continue (accepting a gap)"`
+	PostgresFailover    string `envconfig:"POSTGRES_FAILOVER" default:"auto" desc:"make the slot a failover slot (PostgreSQL 17+) that standbys keep, so it survives a failover: auto (when synchronized_standby_slots is set), true or false"`
+	PostgresStandbyURLs string `envconfig:"POSTGRES_STANDBY_URLS" desc:"comma-separated libpq URLs of the standbys that may take over; check verifies their failover-slot settings and synced slot (the daemon does not use them)"`
 
 	DynamoDBTable     string `envconfig:"DYNAMODB_TABLE" desc:"table whose stream is read (or set DYNAMODB_STREAM_ARN)"`
 	DynamoDBStreamARN string `envconfig:"DYNAMODB_STREAM_ARN" desc:"stream ARN (or set DYNAMODB_TABLE)"`
@@ -75,6 +77,8 @@ type Config struct {
 	PostgresTables      []string
 	PostgresSnapshot    string
 	PostgresOnSlotLost  string
+	PostgresFailover    string
+	PostgresStandbyURLs []string
 
 	DynamoDBTable     string
 	DynamoDBStreamARN string
@@ -134,6 +138,8 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 		PostgresTables:      p.tables("POSTGRES_TABLES", raw.PostgresTables),
 		PostgresSnapshot:    p.enum("POSTGRES_SNAPSHOT", raw.PostgresSnapshot, false, "initial", "never"),
 		PostgresOnSlotLost:  p.enum("POSTGRES_ON_SLOT_LOST", raw.PostgresOnSlotLost, false, "fail", "resnapshot", "continue"),
+		PostgresFailover:    p.enum("POSTGRES_FAILOVER", raw.PostgresFailover, false, "auto", "true", "false"),
+		PostgresStandbyURLs: p.postgresURLs("POSTGRES_STANDBY_URLS", raw.PostgresStandbyURLs),
 		DynamoDBTable:       raw.DynamoDBTable,
 		DynamoDBStreamARN:   raw.DynamoDBStreamARN,
 		DynamoDBStart:       p.enum("DYNAMODB_START", raw.DynamoDBStart, false, "trim_horizon", "latest"),
@@ -401,6 +407,42 @@ func redactURL(s string) string {
 	return kvPassword.ReplaceAllString(s, "${1}xxxxx")
 }
 
+// redactURLs redacts each URL of a comma-separated list.
+func redactURLs(s string) string {
+	urls := splitURLList(s)
+	for i, u := range urls {
+		urls[i] = redactURL(u)
+	}
+	return strings.Join(urls, ",")
+}
+
+// splitURLList splits a comma-separated list of libpq URLs; a comma
+// inside one URL (a multi-host postgres://a,b/db) stays in it.
+func splitURLList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		switch {
+		case part == "":
+		case len(out) > 0 && !strings.HasPrefix(part, "postgres://") && !strings.HasPrefix(part, "postgresql://"):
+			out[len(out)-1] += "," + part
+		default:
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+func (p *parser) postgresURLs(v, s string) []string {
+	urls := splitURLList(s)
+	for _, u := range urls {
+		if err := checkPostgresURL(u); err != nil {
+			p.add("%s: %v", name(v), err)
+		}
+	}
+	return urls
+}
+
 // redactError removes a secret-bearing string from an error text.
 func redactError(msg, secret string) string {
 	if secret == "" {
@@ -419,7 +461,7 @@ func printConfig(w io.Writer) error {
 		if val, ok := os.LookupEnv(v.Name); ok {
 			cur = val
 			if v.Secret {
-				cur = redactURL(val)
+				cur = redactURLs(val)
 			}
 		}
 		def := v.Default
@@ -458,7 +500,7 @@ func (c *varCollector) Write(b []byte) (int, error) {
 		f := strings.SplitN(string(c.buf[:i]), "\x00", 3)
 		c.buf = c.buf[i+1:]
 		if len(f) == 3 {
-			*c.out = append(*c.out, configVar{Name: f[0], Default: f[1], Desc: f[2], Secret: f[0] == name("POSTGRES_URL")})
+			*c.out = append(*c.out, configVar{Name: f[0], Default: f[1], Desc: f[2], Secret: f[0] == name("POSTGRES_URL") || f[0] == name("POSTGRES_STANDBY_URLS")})
 		}
 	}
 }

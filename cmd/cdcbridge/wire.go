@@ -118,6 +118,8 @@ func postgresConfig(cfg *Config) pgsource.Config {
 		Tables:      cfg.PostgresTables,
 		Snapshot:    cfg.PostgresSnapshot,
 		OnSlotLost:  cfg.PostgresOnSlotLost,
+		Failover:    cfg.PostgresFailover,
+		StandbyURLs: cfg.PostgresStandbyURLs,
 	}
 }
 

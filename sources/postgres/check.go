@@ -65,6 +65,8 @@ func Check(ctx context.Context, cfg Config) []CheckResult {
 		}
 	}
 
+	out = append(out, checkFailover(ctx, cfg, pool, srv, slot)...)
+
 	pubs, err := lookupPublications(ctx, pool, []string{cfg.Publication})
 	switch {
 	case err != nil:

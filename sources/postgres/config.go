@@ -34,6 +34,16 @@ type Config struct {
 	// OnSlotLost is what to do when the slot this bridge streamed from is
 	// gone or invalidated: "fail" (default), "resnapshot" or "continue".
 	OnSlotLost string
+	// Failover makes the slot a failover slot (PostgreSQL 17+), which
+	// standbys with sync_replication_slots keep a copy of, so that it
+	// survives the promotion of a standby: "auto" (default: when the
+	// server's synchronized_standby_slots names standbys), "true" (an
+	// error when the server cannot) or "false". See failover.go.
+	Failover string
+	// StandbyURLs are the standbys `cdcbridge check` verifies for failover
+	// slots (sync_replication_slots, hot_standby_feedback, the synced
+	// slot). Run does not use them.
+	StandbyURLs []string
 	// StatusInterval is the period of standby status updates. Default 10s,
 	// capped at a third of the server's wal_sender_timeout.
 	StatusInterval time.Duration
@@ -88,6 +98,9 @@ func (c *Config) setDefaults() {
 	if c.OnSlotLost == "" {
 		c.OnSlotLost = OnSlotLostFail
 	}
+	if c.Failover == "" {
+		c.Failover = FailoverAuto
+	}
 	if c.StatusInterval <= 0 {
 		c.StatusInterval = 10 * time.Second
 	}
@@ -133,6 +146,16 @@ func (c *Config) validate() error {
 	case SnapshotInitial, SnapshotNever:
 	default:
 		errs = append(errs, fmt.Errorf("postgres: snapshot %q: want initial or never", c.Snapshot))
+	}
+	switch c.Failover {
+	case FailoverAuto, FailoverOn, FailoverOff:
+	default:
+		errs = append(errs, fmt.Errorf("postgres: failover %q: want auto, true or false", c.Failover))
+	}
+	for _, u := range c.StandbyURLs {
+		if _, err := pgconn.ParseConfig(u); err != nil {
+			errs = append(errs, fmt.Errorf("postgres: standby URL: %w", err))
+		}
 	}
 	switch c.OnSlotLost {
 	case OnSlotLostFail, OnSlotLostResnapshot, OnSlotLostContinue:

@@ -48,18 +48,24 @@ func (s *memStore) Save(_ context.Context, key string, c checkpoint.Checkpoint) 
 
 func (s *memStore) Close() error { return nil }
 
-// only returns the single checkpoint in the store.
+// only returns the single slot state in the store (besides the record of
+// the system streamed from at the configured address).
 func (s *memStore) only(t *testing.T) checkpoint.Checkpoint {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.m) != 1 {
-		t.Fatalf("store has %d keys, want 1", len(s.m))
+	var states []checkpoint.Checkpoint
+	for k, c := range s.m {
+		if strings.HasPrefix(k, "postgres/") {
+			states = append(states, c)
+		} else if !strings.HasPrefix(k, "postgres-endpoint/") {
+			t.Fatalf("unexpected key %q in the store", k)
+		}
 	}
-	for _, c := range s.m {
-		return c
+	if len(states) != 1 {
+		t.Fatalf("store has %d slot states, want 1", len(states))
 	}
-	return checkpoint.Checkpoint{}
+	return states[0]
 }
 
 // sink collects events. It acknowledges each one (unless paused) and

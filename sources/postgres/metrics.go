@@ -1,6 +1,8 @@
 package postgres
 
 import (
+	"strconv"
+
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,6 +21,9 @@ type metrics struct {
 	statusUpdates   prometheus.Counter
 	pubChanges      *prometheus.CounterVec
 	skippedTables   prometheus.Gauge
+	serverInfo      *prometheus.GaugeVec
+	timeline        prometheus.Gauge
+	failoverSlot    prometheus.Gauge
 }
 
 // newMetrics creates the source's metrics and registers them with reg
@@ -78,6 +83,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cdcbridge_postgres_tables_without_identity",
 			Help: "Published tables without a usable replica identity (inserts only).",
 		}),
+		serverInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cdcbridge_postgres_server_info",
+			Help: "1 for the server the source reads from: system identifier, timeline and major version. A failover keeps the system identifier and starts a new timeline.",
+		}, []string{"system_id", "timeline", "version"}),
+		timeline: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_postgres_timeline",
+			Help: "The server's timeline (IDENTIFY_SYSTEM); it changes when a standby is promoted.",
+		}),
+		failoverSlot: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_postgres_failover_slot",
+			Help: "1 when the slot is a failover slot (PostgreSQL 17+) that standbys keep a copy of.",
+		}),
 	}
 	for _, op := range cdc.Ops {
 		m.received[op] = recv.WithLabelValues("postgres", op.String())
@@ -89,7 +106,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.slotLost.WithLabelValues(OnSlotLostContinue)
 	if reg != nil {
 		reg.MustRegister(recv, m.slotLagBytes, m.confirmedLSN, m.role, m.snapRows, m.snapTablesDone,
-			m.snapTablesTotal, m.snapRunning, m.slotLost, m.reconnects, m.statusUpdates, m.pubChanges, m.skippedTables)
+			m.snapTablesTotal, m.snapRunning, m.slotLost, m.reconnects, m.statusUpdates, m.pubChanges, m.skippedTables,
+			m.serverInfo, m.timeline, m.failoverSlot)
 	}
 	return m
 }
@@ -102,4 +120,11 @@ func (m *metrics) setRole(role string) {
 		}
 		m.role.WithLabelValues(r).Set(v)
 	}
+}
+
+// setServer shows the server of the current session (only that one).
+func (m *metrics) setServer(sysID string, timeline int32, version int) {
+	m.serverInfo.Reset()
+	m.serverInfo.WithLabelValues(sysID, strconv.Itoa(int(timeline)), strconv.Itoa(version/10000)).Set(1)
+	m.timeline.Set(float64(timeline))
 }

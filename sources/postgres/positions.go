@@ -21,18 +21,37 @@ import (
 //     that keepalive is then acknowledged, and whatever it sends later
 //     commits at or after that point, so a restart from there skips
 //     nothing. This is what lets an idle or fully filtered slot advance.
+//
+// The server is told no more than what the checkpoint store holds
+// (saved): the store then always knows the furthest the slot may have
+// been moved, so a slot found further ahead at start, as a slot of the
+// same name re-created on a promoted server or moved by someone else
+// would be, is recognised instead of silently trusted.
 type positions struct {
 	tracker *checkpoint.Tracker[uint64]
 
 	inTx          atomic.Bool   // the decoder is between Begin and Commit
 	idleCandidate atomic.Uint64 // WAL end of the last keepalive seen between transactions
+	saved         atomic.Uint64 // the highest position the checkpoint store holds
 
-	mu        sync.Mutex
-	confirmed uint64
+	mu   sync.Mutex
+	safe uint64
 }
 
 func newPositions(start uint64) *positions {
-	return &positions{tracker: new(checkpoint.Tracker[uint64]), confirmed: start}
+	p := &positions{tracker: new(checkpoint.Tracker[uint64]), safe: start}
+	p.saved.Store(start)
+	return p
+}
+
+// markSaved records that the checkpoint store holds lsn.
+func (p *positions) markSaved(lsn uint64) {
+	for {
+		cur := p.saved.Load()
+		if lsn <= cur || p.saved.CompareAndSwap(cur, lsn) {
+			return
+		}
+	}
 }
 
 // noteKeepalive is called by the decoder, in stream order, for a keepalive
@@ -46,26 +65,32 @@ func (p *positions) noteKeepalive(walEnd uint64) {
 	}
 }
 
-// confirm returns the position that is safe to confirm now.
-func (p *positions) confirm() uint64 {
+// advance returns the position that is safe to confirm now, for the
+// checkpoint store.
+func (p *positions) advance() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if wm, ok := p.tracker.Watermark(); ok && wm > p.confirmed {
-		p.confirmed = wm
+	if wm, ok := p.tracker.Watermark(); ok && wm > p.safe {
+		p.safe = wm
 	}
 	// Load the candidate before looking at the tracker: every transaction
 	// the decoder opened before noting the candidate is then visible to
 	// Idle, so an unacknowledged one blocks the candidate.
 	c := p.idleCandidate.Load()
-	if c > p.confirmed && !p.inTx.Load() && p.tracker.Idle() {
-		p.confirmed = c
+	if c > p.safe && !p.inTx.Load() && p.tracker.Idle() {
+		p.safe = c
 	}
-	return p.confirmed
+	return p.safe
 }
 
-// current returns the last computed confirmed position.
+// confirm returns the position to confirm to the server: safe, and held
+// by the checkpoint store.
+func (p *positions) confirm() uint64 { return min(p.advance(), p.saved.Load()) }
+
+// current returns the last position that is (or may now be) confirmed to
+// the server.
 func (p *positions) current() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.confirmed
+	return min(p.safe, p.saved.Load())
 }

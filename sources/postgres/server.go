@@ -30,6 +30,11 @@ type serverInfo struct {
 	maxSlots       int
 	usedSlots      int
 	maxWalSenders  int
+	// syncStandbySlots is synchronized_standby_slots (PostgreSQL 17+; ""
+	// before): the physical slots of the standbys that logical walsenders
+	// wait for, so no logical consumer gets ahead of a failover target.
+	syncStandbySlots string
+	inRecovery       bool
 }
 
 func inspectServer(ctx context.Context, q catalogQuerier) (*serverInfo, error) {
@@ -41,7 +46,9 @@ func inspectServer(ctx context.Context, q catalogQuerier) (*serverInfo, error) {
 			coalesce((SELECT pg_has_role(current_user, oid, 'member') FROM pg_catalog.pg_roles WHERE rolname = 'rds_superuser'), false),
 			current_setting('max_replication_slots')::int,
 			(SELECT count(*) FROM pg_catalog.pg_replication_slots)::int,
-			current_setting('max_wal_senders')::int
+			current_setting('max_wal_senders')::int,
+			coalesce(current_setting('synchronized_standby_slots', true), ''),
+			pg_is_in_recovery()
 		FROM pg_catalog.pg_roles r WHERE r.rolname = current_user`)
 	if err != nil {
 		return nil, fmt.Errorf("inspecting the server: %w", err)
@@ -54,7 +61,8 @@ func inspectServer(ctx context.Context, q catalogQuerier) (*serverInfo, error) {
 		return nil, errors.New("inspecting the server: current_user not found in pg_roles")
 	}
 	if err := rows.Scan(&si.version, &si.versionText, &si.walLevel, &si.user, &si.database, &si.superuser,
-		&si.replication, &si.managed, &si.rdsReplication, &si.rdsSuperuser, &si.maxSlots, &si.usedSlots, &si.maxWalSenders); err != nil {
+		&si.replication, &si.managed, &si.rdsReplication, &si.rdsSuperuser, &si.maxSlots, &si.usedSlots, &si.maxWalSenders,
+		&si.syncStandbySlots, &si.inRecovery); err != nil {
 		return nil, fmt.Errorf("inspecting the server: %w", err)
 	}
 	return si, rows.Err()
@@ -129,6 +137,7 @@ func (si *serverInfo) requireReady() error {
 type identity struct {
 	sysID    string
 	database string
+	timeline int32
 }
 
 // identify returns the system identifier and database of a replication
@@ -141,7 +150,7 @@ func identify(ctx context.Context, conn *pgconn.PgConn) (identity, error) {
 	if res.DBName == "" {
 		return identity{}, errors.New("IDENTIFY_SYSTEM: the connection is not bound to a database")
 	}
-	return identity{sysID: res.SystemID, database: res.DBName}, nil
+	return identity{sysID: res.SystemID, database: res.DBName, timeline: res.Timeline}, nil
 }
 
 // walSenderTimeout reads wal_sender_timeout on the replication connection

@@ -25,12 +25,15 @@ type slotInfo struct {
 	confirmed   uint64
 	walStatus   string // "" before PostgreSQL 13
 	invalidated string // why the slot is unusable, "" when it is usable
+	failover    bool   // a failover slot, synchronized to standbys (17+)
+	synced      bool   // on a standby: a copy the slot sync worker keeps (17+)
+	temporary   bool
 }
 
 func querySlot(ctx context.Context, pool *pgxpool.Pool, name string) (slotInfo, error) {
 	// to_jsonb keeps the query valid across versions whose view has
 	// different columns (wal_status 13+, conflicting 16+,
-	// invalidation_reason 17+).
+	// invalidation_reason, failover and synced 17+).
 	var raw []byte
 	err := pool.QueryRow(ctx, `SELECT to_jsonb(s) FROM pg_catalog.pg_replication_slots s WHERE slot_name = $1`, name).Scan(&raw)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -49,11 +52,15 @@ func querySlot(ctx context.Context, pool *pgxpool.Pool, name string) (slotInfo, 
 		WALStatus          *string `json:"wal_status"`
 		Conflicting        *bool   `json:"conflicting"`
 		InvalidationReason *string `json:"invalidation_reason"`
+		Failover           bool    `json:"failover"`
+		Synced             bool    `json:"synced"`
+		Temporary          bool    `json:"temporary"`
 	}
 	if err := json.Unmarshal(raw, &row); err != nil {
 		return slotInfo{}, fmt.Errorf("reading slot %s: %w", name, err)
 	}
-	si := slotInfo{exists: true, slotType: row.SlotType, active: row.Active}
+	si := slotInfo{exists: true, slotType: row.SlotType, active: row.Active,
+		failover: row.Failover, synced: row.Synced, temporary: row.Temporary}
 	if row.Plugin != nil {
 		si.plugin = *row.Plugin
 	}
@@ -86,77 +93,120 @@ type slotPlan struct {
 	state *slotState
 }
 
+// slotSetup is what prepareSlot works with.
+type slotSetup struct {
+	conn     *pgconn.PgConn
+	pool     *pgxpool.Pool
+	st       *stateStore
+	srv      *serverInfo
+	ident    identity
+	source   string
+	pubs     []string
+	emit     cdc.Emit
+	failover bool // the slot is to be a failover slot
+}
+
 // prepareSlot reconciles the durable state with the slot the server has:
 //
 //   - no state, usable slot: a first run against an existing slot; stream
 //     from it without a snapshot, and say so;
 //   - no state, no slot: create it (with the initial snapshot if asked);
+//   - no state, but history with another system at this address: the
+//     cluster was replaced, so follow OnSlotLost;
 //   - state of an unfinished creation or snapshot: the slot may have been
 //     created but its snapshot's rows not all acknowledged, so drop it and
 //     start over (read events repeat; no row is lost);
-//   - state with history and a usable slot: stream from it;
-//   - state with history, slot gone or invalidated: creating a new slot at
-//     the current position would silently skip every change in between,
-//     so follow OnSlotLost.
-func (s *Source) prepareSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgxpool.Pool, st *stateStore,
-	srv *serverInfo, source string, pubs []string, emit cdc.Emit) (slotPlan, error) {
+//   - state with history and a usable slot at or behind the last position
+//     the bridge confirmed (behind after a server crash or a failover: the
+//     changes in between are sent again): stream from it;
+//   - state with history, slot gone, invalidated or ahead of what the
+//     bridge confirmed: creating a new slot at the current position, or
+//     trusting the moved one, would silently skip changes, so follow
+//     OnSlotLost.
+func (s *Source) prepareSlot(ctx context.Context, su slotSetup) (slotPlan, error) {
 	name := s.cfg.Slot
-	state, err := st.load(ctx)
+	state, err := su.st.load(ctx)
 	if err != nil {
 		return slotPlan{}, fatal(err)
 	}
-	slot, err := querySlot(ctx, pool, name)
+	slot, err := querySlot(ctx, su.pool, name)
 	if err != nil {
 		return slotPlan{}, err
 	}
 	if slot.exists {
-		if err := checkSlotFits(slot, name, srv.database); err != nil {
+		if err := checkSlotFits(slot, name, su.srv.database); err != nil {
 			return slotPlan{}, fatal(err)
 		}
 		if slot.active {
 			// The previous holder's walsender may not have noticed its end
 			// yet; anything else streaming from our slot must stop first.
-			s.endStaleWalsender(ctx, pool, slot.activePID)
+			s.endStaleWalsender(ctx, su.pool, slot.activePID)
 			return slotPlan{}, fmt.Errorf("slot %s is in use by backend pid %d; waiting for it to be released", name, slot.activePID)
 		}
 	}
 	usable := slot.exists && slot.invalidated == ""
+	promoted := ""
+	if state != nil && state.Timeline != 0 && state.Timeline != su.ident.timeline {
+		promoted = fmt.Sprintf("the server is on timeline %d, the bridge last streamed on timeline %d: it was promoted (a failover) or restored since",
+			su.ident.timeline, state.Timeline)
+		s.log.Warn("the server changed timeline since the bridge last streamed (a failover or a restore): checking the slot's history",
+			"timeline", su.ident.timeline, "previous_timeline", state.Timeline, "slot_exists", slot.exists,
+			"slot_confirmed", formatLSN(slot.confirmed), "failover_slot", slot.failover)
+	}
 
 	switch {
-	case state == nil && usable:
-		s.log.Warn("the slot exists but the checkpoint store has no record of it: streaming from the slot's position without a snapshot",
-			"confirmed_flush_lsn", formatLSN(slot.confirmed))
-		state = s.newState(srv, "adopted")
-		state.ConsistentPoint = formatLSN(slot.confirmed)
-		state.SnapshotComplete = true
-		state.ConfirmedLSN = formatLSN(slot.confirmed)
-		if err := st.save(ctx, state); err != nil {
-			return slotPlan{}, err
-		}
-		return slotPlan{start: slot.confirmed, state: state}, nil
-
 	case state == nil:
+		ep, old, err := s.otherSystem(ctx, su.ident)
+		if err != nil {
+			return slotPlan{}, fatal(err)
+		}
+		if old != nil {
+			reason := fmt.Sprintf("the server at this address now has system identifier %s, but this bridge streamed the slot from system %s (timeline %d): "+
+				"another cluster answers here (restored from a backup, or a logical copy), whose slots and LSNs are unrelated",
+				su.ident.sysID, ep.SystemID, ep.Timeline)
+			return s.slotLost(ctx, su, slot, reason, formatLSN(old.lastConfirmed()))
+		}
+		if usable {
+			s.log.Warn("the slot exists but the checkpoint store has no record of it: streaming from the slot's position without a snapshot",
+				"confirmed_flush_lsn", formatLSN(slot.confirmed))
+			state = s.newState(su.ident, "adopted")
+			state.ConsistentPoint = formatLSN(slot.confirmed)
+			state.SnapshotComplete = true
+			state.ConfirmedLSN = formatLSN(slot.confirmed)
+			return s.useSlot(ctx, su, slot, state)
+		}
 		if slot.exists {
 			s.log.Warn("dropping an unusable slot the bridge has no record of", "reason", slot.invalidated)
-			if err := dropSlot(ctx, conn, name); err != nil {
+			if err := dropSlot(ctx, su.conn, name); err != nil {
 				return slotPlan{}, err
 			}
 		}
-		return s.createSlot(ctx, conn, pool, st, srv, source, pubs, emit, s.cfg.Snapshot == SnapshotInitial)
+		return s.createSlot(ctx, su, s.cfg.Snapshot == SnapshotInitial)
 
 	case !state.streamed():
 		snapshot := state.Snapshot == SnapshotInitial
 		if slot.exists {
 			s.log.Warn("the previous slot creation or initial snapshot did not finish: dropping the slot and starting over",
 				"snapshot", snapshot)
-			if err := dropSlot(ctx, conn, name); err != nil {
+			if err := dropSlot(ctx, su.conn, name); err != nil {
 				return slotPlan{}, err
 			}
 		}
-		return s.createSlot(ctx, conn, pool, st, srv, source, pubs, emit, snapshot)
+		return s.createSlot(ctx, su, snapshot)
 
 	case usable:
-		return slotPlan{start: slot.confirmed, state: state}, nil
+		if reason := slotAhead(state, slot); reason != "" {
+			if promoted != "" {
+				reason += "; " + promoted
+			}
+			return s.slotLost(ctx, su, slot, reason, formatLSN(state.lastConfirmed()))
+		}
+		if last := state.lastConfirmed(); slot.confirmed < last {
+			s.log.Warn("the slot is behind the last position the bridge confirmed (the server crashed or failed over): "+
+				"the changes in between are sent again, with their first ids",
+				"slot_confirmed", formatLSN(slot.confirmed), "bridge_confirmed", formatLSN(last))
+		}
+		return s.useSlot(ctx, su, slot, state)
 	}
 
 	// The bridge streamed from this slot, and it is gone or unusable.
@@ -164,20 +214,60 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgx
 	if slot.exists {
 		reason = slot.invalidated
 	}
-	last := state.ConfirmedLSN
-	if last == "" {
-		last = state.ConsistentPoint
+	if promoted != "" {
+		if !slot.exists {
+			reason = "it does not exist on this server, which took over from the one the bridge streamed from " +
+				"(a slot survives a failover only as a failover slot: PostgreSQL 17+, CDCBRIDGE_POSTGRES_FAILOVER, sync_replication_slots on the standby)"
+		}
+		reason += "; " + promoted
 	}
+	return s.slotLost(ctx, su, slot, reason, formatLSN(state.lastConfirmed()))
+}
+
+// useSlot streams from an existing slot, making it a failover slot first
+// when asked, and records the timeline.
+func (s *Source) useSlot(ctx context.Context, su slotSetup, slot slotInfo, state *slotState) (slotPlan, error) {
+	if su.failover && !slot.failover {
+		if err := makeFailoverSlot(ctx, su.conn, s.cfg.Slot); err != nil {
+			return slotPlan{}, err
+		}
+		s.log.Info("the slot is now a failover slot: standbys with sync_replication_slots keep a copy")
+		slot.failover = true
+	}
+	s.noteFailoverSlot(slot.failover)
+	state.Timeline = su.ident.timeline
+	if slot.confirmed > state.lastConfirmed() {
+		// A state saved after confirming, as before SavedBeforeConfirm.
+		state.ConfirmedLSN = formatLSN(slot.confirmed)
+	}
+	state.SavedBeforeConfirm = true
+	if err := su.st.save(ctx, state); err != nil {
+		return slotPlan{}, err
+	}
+	return slotPlan{start: slot.confirmed, state: state}, nil
+}
+
+// slotLost follows OnSlotLost for a slot the bridge cannot trust.
+func (s *Source) slotLost(ctx context.Context, su slotSetup, slot slotInfo, reason, last string) (slotPlan, error) {
+	name := s.cfg.Slot
 	s.m.slotLost.WithLabelValues(s.cfg.OnSlotLost).Inc()
 	switch s.cfg.OnSlotLost {
 	case OnSlotLostResnapshot:
 		s.log.Warn("the slot this bridge streamed from is unusable: creating a new slot and reading a new snapshot",
 			"reason", reason, "last_confirmed", last)
 	case OnSlotLostContinue:
-		s.log.Error("THE SLOT THIS BRIDGE STREAMED FROM IS UNUSABLE: creating a new slot at the current position; "+
-			"changes committed after the last confirmed LSN and before the new slot ARE MISSING from the stream",
+		s.log.Error("THE SLOT THIS BRIDGE STREAMED FROM IS UNUSABLE: streaming from the current position; "+
+			"changes committed after the last confirmed LSN and before it ARE MISSING from the stream",
 			"reason", reason, "last_confirmed", last)
 		s.degradeSticky("slot lost; continued with a gap after " + last)
+		if slot.exists && slot.invalidated == "" {
+			// A slot that was moved ahead: the gap is as small as it gets.
+			state := s.newState(su.ident, "adopted")
+			state.ConsistentPoint = formatLSN(slot.confirmed)
+			state.SnapshotComplete = true
+			state.ConfirmedLSN = formatLSN(slot.confirmed)
+			return s.useSlot(ctx, su, slot, state)
+		}
 	default:
 		return slotPlan{}, fatal(fmt.Errorf("slot %s: %s, although this bridge streamed from it up to %s; "+
 			"a new slot would start at the current position and miss the changes in between. "+
@@ -185,11 +275,11 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgx
 			"or =continue to accept the gap", name, reason, last))
 	}
 	if slot.exists {
-		if err := dropSlot(ctx, conn, name); err != nil {
+		if err := dropSlot(ctx, su.conn, name); err != nil {
 			return slotPlan{}, err
 		}
 	}
-	return s.createSlot(ctx, conn, pool, st, srv, source, pubs, emit, s.cfg.OnSlotLost == OnSlotLostResnapshot)
+	return s.createSlot(ctx, su, s.cfg.OnSlotLost == OnSlotLostResnapshot)
 }
 
 func checkSlotFits(slot slotInfo, name, database string) error {
@@ -204,42 +294,36 @@ func checkSlotFits(slot slotInfo, name, database string) error {
 	return nil
 }
 
-func (s *Source) newState(srv *serverInfo, snapshot string) *slotState {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return &slotState{SystemID: s.sysID, Database: s.database, Slot: s.cfg.Slot, Snapshot: snapshot,
-		CreatedAt: time.Now().UTC().Format(time.RFC3339)}
+// newState starts the state of a slot the bridge creates or adopts now.
+func (s *Source) newState(ident identity, snapshot string) *slotState {
+	return &slotState{SystemID: ident.sysID, Database: ident.database, Slot: s.cfg.Slot, Snapshot: snapshot,
+		Timeline: ident.timeline, SavedBeforeConfirm: true, CreatedAt: time.Now().UTC().Format(time.RFC3339)}
 }
 
 // createSlot records the intent, creates the slot and, with snapshot,
 // reads every published table in the slot's exported snapshot. The state
 // is saved before the slot exists, so a crash at any point leaves a record
 // that makes the next start drop the slot and begin again.
-func (s *Source) createSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgxpool.Pool, st *stateStore,
-	srv *serverInfo, source string, pubs []string, emit cdc.Emit, snapshot bool) (slotPlan, error) {
+func (s *Source) createSlot(ctx context.Context, su slotSetup, snapshot bool) (slotPlan, error) {
 	mode := SnapshotNever
 	if snapshot {
 		mode = SnapshotInitial
 	}
-	state := s.newState(srv, mode)
-	if err := st.save(ctx, state); err != nil {
+	state := s.newState(su.ident, mode)
+	if err := su.st.save(ctx, state); err != nil {
 		return slotPlan{}, err
 	}
-	action := "NOEXPORT_SNAPSHOT"
-	if snapshot {
-		action = "EXPORT_SNAPSHOT"
-	}
-	s.log.Info("creating the replication slot (waits for transactions open now to finish)", "snapshot", mode)
+	s.log.Info("creating the replication slot (waits for transactions open now to finish)", "snapshot", mode, "failover", su.failover)
 	var res pglogrepl.CreateReplicationSlotResult
 	err := whileBlocked(s.heartbeat, func() error {
 		var err error
-		res, err = pglogrepl.CreateReplicationSlot(ctx, conn, s.cfg.Slot, "pgoutput",
-			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: action})
+		res, err = pglogrepl.ParseCreateReplicationSlot(su.conn.Exec(ctx, createSlotCommand(s.cfg.Slot, snapshot, su.failover)))
 		return err
 	})
 	if err != nil {
-		return slotPlan{}, fmt.Errorf("creating slot %s: %w", s.cfg.Slot, explainSlotError(err, srv))
+		return slotPlan{}, fmt.Errorf("creating slot %s: %w", s.cfg.Slot, explainSlotError(err, su.srv))
 	}
+	s.noteFailoverSlot(su.failover)
 	cp, err := parseLSN(res.ConsistentPoint)
 	if err != nil {
 		return slotPlan{}, fmt.Errorf("creating slot %s: consistent point: %w", s.cfg.Slot, err)
@@ -247,13 +331,13 @@ func (s *Source) createSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgxp
 	state.ConsistentPoint = formatLSN(cp)
 	s.log.Info("slot created", "consistent_point", state.ConsistentPoint)
 	if snapshot {
-		if err := st.save(ctx, state); err != nil {
+		if err := su.st.save(ctx, state); err != nil {
 			return slotPlan{}, err
 		}
 		// Back-pressure can hold the snapshot in emit for long: that is a
 		// normal wait, so the heartbeat goes on meanwhile.
 		err := whileBlocked(s.heartbeat, func() error {
-			return s.readSnapshot(ctx, pool, res.SnapshotName, cp, source, pubs, emit)
+			return s.readSnapshot(ctx, su.pool, res.SnapshotName, cp, su.source, su.pubs, su.emit)
 		})
 		if err != nil {
 			return slotPlan{}, err
@@ -263,7 +347,7 @@ func (s *Source) createSlot(ctx context.Context, conn *pgconn.PgConn, pool *pgxp
 	state.ConfirmedLSN = formatLSN(cp)
 	// Every read event is accepted: record it even when shutdown began
 	// meanwhile, or the next start would drop the slot and read it all again.
-	if err := st.save(context.WithoutCancel(ctx), state); err != nil {
+	if err := su.st.save(context.WithoutCancel(ctx), state); err != nil {
 		return slotPlan{}, err
 	}
 	return slotPlan{start: cp, state: state}, nil

@@ -40,8 +40,7 @@ type Source struct {
 	lagKnown bool
 	snap     *snapshotProgress
 	pubs     []string
-	sysID    string
-	database string
+	server   serverStatus
 }
 
 // New validates cfg and allocates a Source; it starts nothing. reg may be
@@ -203,9 +202,11 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.sysID, s.database = ident.sysID, ident.database
-	s.mu.Unlock()
+	s.noteServer(srv, ident)
+	failover, unprotected, err := s.wantFailover(srv)
+	if err != nil {
+		return fatal(err)
+	}
 
 	pubs, managed, err := s.ensurePublication(ctx, pool)
 	if err != nil {
@@ -226,11 +227,19 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 		auxWG.Go(func() { s.syncPublications(aux, pool) })
 	}
 
-	plan, err := s.prepareSlot(ctx, conn, pool, st, srv, source, pubs, emit)
+	plan, err := s.prepareSlot(ctx, slotSetup{conn: conn, pool: pool, st: st, srv: srv, ident: ident,
+		source: source, pubs: pubs, emit: emit, failover: failover})
 	if err != nil {
 		return err
 	}
+	if err := s.noteEndpoint(ctx, ident); err != nil {
+		return err
+	}
 	s.clearDegraded()
+	if unprotected != "" {
+		s.log.Warn(unprotected)
+		s.degrade("failover slot unprotected (synchronized_standby_slots is empty)")
+	}
 
 	pos := newPositions(plan.start)
 	s.pos.Store(pos)
@@ -280,8 +289,9 @@ func explainStreamError(err error, slot string, pubs []string) error {
 	return err
 }
 
-// saveLoop saves the confirmed position about once a second when it
-// moved, and once more when ctx ends. A store that reports the checkpoint
+// saveLoop saves the position that is safe to confirm about once a
+// second when it moved, and once more when ctx ends; the server is told
+// only what was saved (see positions). A store that reports the checkpoint
 // stale (another owner wrote it) ends the session: the state is reloaded
 // before streaming again. Saves that keep failing for
 // CheckpointFailureLimit end it with a fatal error: a bridge that cannot
@@ -290,11 +300,12 @@ func (s *Source) saveLoop(ctx context.Context, st *stateStore, state *slotState,
 	saved := pos.current()
 	var failingSince time.Time
 	save := func(c context.Context) {
-		cur := pos.confirm()
-		if cur == saved {
+		cur := pos.advance()
+		if cur == saved && state.SavedBeforeConfirm {
 			return
 		}
 		state.ConfirmedLSN = formatLSN(cur)
+		state.SavedBeforeConfirm = true
 		if err := st.save(c, state); err != nil {
 			if errors.Is(err, checkpoint.ErrStale) {
 				s.log.Error("the checkpoint store holds a newer position for this slot: another instance wrote it; restarting the session", "err", err)
@@ -314,6 +325,7 @@ func (s *Source) saveLoop(ctx context.Context, st *stateStore, state *slotState,
 		}
 		failingSince = time.Time{}
 		saved = cur
+		pos.markSaved(cur)
 	}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()

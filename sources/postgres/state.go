@@ -32,7 +32,14 @@ type slotState struct {
 	// finds it false drops the slot and starts over.
 	SnapshotComplete bool   `json:"snapshot_complete"`
 	ConfirmedLSN     string `json:"confirmed_lsn,omitempty"`
-	CreatedAt        string `json:"created_at"`
+	// SavedBeforeConfirm is set once ConfirmedLSN is saved before the
+	// server is told (states written since that rule): the slot can then
+	// never be ahead of ConfirmedLSN unless something else moved it.
+	SavedBeforeConfirm bool `json:"saved_before_confirm,omitempty"`
+	// Timeline is the server's timeline when the bridge last streamed: a
+	// new one means the server was promoted (a failover) or restored.
+	Timeline  int32  `json:"timeline,omitempty"`
+	CreatedAt string `json:"created_at"`
 }
 
 // streamed reports whether the bridge has history with this slot: a loss

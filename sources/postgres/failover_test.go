@@ -1,0 +1,227 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// forwarder is a loopback TCP forwarder whose target the test moves, as a
+// DNS name or a cloud endpoint moves to another server.
+type forwarder struct {
+	l      net.Listener
+	mu     sync.Mutex
+	target string
+	conns  map[net.Conn]struct{}
+}
+
+func newForwarder(t *testing.T, target string) *forwarder {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &forwarder{l: l, target: target, conns: map[net.Conn]struct{}{}}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go f.pipe(c)
+		}
+	}()
+	t.Cleanup(func() { l.Close(); f.retarget("") })
+	return f
+}
+
+func (f *forwarder) pipe(c net.Conn) {
+	f.mu.Lock()
+	target := f.target
+	f.mu.Unlock()
+	up, err := net.DialTimeout("tcp", target, 5*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	f.mu.Lock()
+	f.conns[c], f.conns[up] = struct{}{}, struct{}{}
+	f.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(up, c); done <- struct{}{} }()
+	go func() { io.Copy(c, up); done <- struct{}{} }()
+	<-done
+	c.Close()
+	up.Close()
+}
+
+// retarget sends new connections to target and closes the open ones.
+func (f *forwarder) retarget(target string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.target = target
+	for c := range f.conns {
+		c.Close()
+		delete(f.conns, c)
+	}
+}
+
+func (f *forwarder) url(db string) string {
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", f.l.Addr(), db)
+}
+
+// A slot that something else moved past what the bridge confirmed is not
+// trusted: the changes in between may never have been sent. fail stops
+// with the reason; continue streams from the moved slot, saying there is
+// a gap.
+func TestSlotMovedAhead(t *testing.T) {
+	for _, mode := range []string{OnSlotLostFail, OnSlotLostContinue} {
+		t.Run(mode, func(t *testing.T) {
+			_, url := newDB(t)
+			conn := mustConn(t, url)
+			mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+			store := newMemStore()
+			sk := newSink(t)
+			r := startSource(t, Config{URL: url}, store, sk.emit)
+			r.streaming(t)
+			mustExec(t, conn, `INSERT INTO t VALUES (1)`)
+			waitFor(t, 10*time.Second, "an event", func() bool { return sk.len() == 1 })
+			if err := r.stop(t); err != nil {
+				t.Fatal(err)
+			}
+			mustExec(t, conn, `INSERT INTO t VALUES (2)`) // skipped by the advance below
+			mustExec(t, conn, `SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())`, slotFor(url))
+			mustExec(t, conn, `INSERT INTO t VALUES (3)`)
+
+			sk2 := newSink(t)
+			r2 := startSource(t, Config{URL: url, OnSlotLost: mode}, store, sk2.emit)
+			if mode == OnSlotLostFail {
+				select {
+				case err := <-r2.done:
+					close(r2.done)
+					if err == nil || !strings.Contains(err.Error(), "is ahead of") || !strings.Contains(err.Error(), "CDCBRIDGE_POSTGRES_ON_SLOT_LOST") {
+						t.Fatalf("Run returned %v, want an error saying the slot is ahead and naming CDCBRIDGE_POSTGRES_ON_SLOT_LOST", err)
+					}
+					t.Logf("error: %v", err)
+				case <-time.After(30 * time.Second):
+					t.Fatal("Run did not stop on a slot moved ahead")
+				}
+				if sk2.len() != 0 {
+					t.Errorf("%d events emitted from an untrusted slot", sk2.len())
+				}
+			} else {
+				waitFor(t, 20*time.Second, "the insert after the advance", func() bool { return sk2.len() >= 1 })
+				ev := sk2.snapshot()
+				if len(ev) != 1 || !strings.Contains(string(ev[0].After), `"id": 3`) && !strings.Contains(string(ev[0].After), `"id":3`) {
+					t.Errorf("events after continuing: %d, first %s; want only id 3", len(ev), ev[0].After)
+				}
+				st := r2.src.Status().(Status)
+				if !strings.Contains(strings.Join(st.Degraded, ";"), "gap") {
+					t.Errorf("/status degraded %v, want the gap named", st.Degraded)
+				}
+			}
+			if got := testutil.ToFloat64(r2.src.m.slotLost.WithLabelValues(mode)); got != 1 {
+				t.Errorf("cdcbridge_postgres_slot_lost_total{action=%q} = %v, want 1", mode, got)
+			}
+		})
+	}
+}
+
+// Another cluster answering at the address the bridge streamed from (a
+// restore from a backup, a logical copy behind the same DNS name) has
+// another system identifier and none of the bridge's slots: that is not a
+// first run, and with fail the bridge stops naming both systems.
+func TestOtherClusterAtSameAddress(t *testing.T) {
+	pgA, _ := privatePG(t, nil)
+	pgB, _ := privatePG(t, nil)
+	fw := newForwarder(t, fmt.Sprintf("127.0.0.1:%d", pgA.Port))
+	url := fw.url("app")
+	for _, pg := range []*testenv.Postgres{pgA, pgB} {
+		conn := mustConn(t, pg.URL("app"))
+		mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+		mustExec(t, conn, `INSERT INTO t VALUES (1)`)
+		conn.Close(context.Background())
+	}
+	store := newMemStore()
+	sk := newSink(t)
+	r := startSource(t, Config{URL: url, Slot: "moved"}, store, sk.emit)
+	r.streaming(t)
+	waitFor(t, 10*time.Second, "the snapshot row", func() bool { return sk.len() == 1 })
+	sysA := r.src.Status().(Status).SystemID
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	fw.retarget(fmt.Sprintf("127.0.0.1:%d", pgB.Port))
+	r2 := startSource(t, Config{URL: url, Slot: "moved"}, store, newSink(t).emit)
+	select {
+	case err := <-r2.done:
+		close(r2.done)
+		if err == nil || !strings.Contains(err.Error(), "system identifier") || !strings.Contains(err.Error(), sysA) {
+			t.Fatalf("Run returned %v, want an error naming the other system identifier %s", err, sysA)
+		}
+		t.Logf("error: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not stop on another cluster at the same address")
+	}
+
+	// resnapshot reads the new cluster's rows from a new slot.
+	sk3 := newSink(t)
+	r3 := startSource(t, Config{URL: url, Slot: "moved", OnSlotLost: OnSlotLostResnapshot}, store, sk3.emit)
+	r3.streaming(t)
+	waitFor(t, 10*time.Second, "the new cluster's snapshot row", func() bool { return sk3.len() == 1 })
+	if sysB := r3.src.Status().(Status).SystemID; sysB == sysA || !strings.Contains(sk3.snapshot()[0].Source, sysB) {
+		t.Errorf("after resnapshot: system %s (was %s), event source %s", sysB, sysA, sk3.snapshot()[0].Source)
+	}
+}
+
+// CDCBRIDGE_POSTGRES_FAILOVER=true on a server without failover slots is
+// a configuration error, at start and in check; auto quietly uses a plain
+// slot there.
+func TestFailoverNeedsPostgres17(t *testing.T) {
+	pg := testenv.PG(t)
+	if pg.Major >= failoverMajor {
+		_, url := newDB(t)
+		res := Check(context.Background(), Config{URL: url, Failover: FailoverOn})
+		if got := findCheck(res, "failover slot"); got == nil || got.Status != "fail" || !strings.Contains(got.Detail, "synchronized_standby_slots") {
+			t.Fatalf("check on PostgreSQL %d with FAILOVER=true and no synchronized_standby_slots: %+v, want a failure naming it", pg.Major, got)
+		}
+		return
+	}
+	_, url := newDB(t)
+	r := startSource(t, Config{URL: url, Failover: FailoverOn}, newMemStore(), newSink(t).emit)
+	select {
+	case err := <-r.done:
+		close(r.done)
+		if err == nil || !strings.Contains(err.Error(), "CDCBRIDGE_POSTGRES_FAILOVER=true needs failover slots") {
+			t.Fatalf("Run returned %v, want the failover error", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not stop")
+	}
+	res := Check(context.Background(), Config{URL: url, Failover: FailoverOn})
+	if got := findCheck(res, "failover slot"); got == nil || got.Status != "fail" {
+		t.Errorf("check with FAILOVER=true on PostgreSQL %d: %+v, want fail", pg.Major, got)
+	}
+	res = Check(context.Background(), Config{URL: url})
+	if got := findCheck(res, "failover slot"); got == nil || got.Status != "ok" || !strings.Contains(got.Detail, "has no failover slots") {
+		t.Errorf("check with FAILOVER=auto on PostgreSQL %d: %+v, want ok saying a failover loses the slot", pg.Major, got)
+	}
+}
+
+func findCheck(res []CheckResult, name string) *CheckResult {
+	for i := range res {
+		if res[i].Name == name {
+			return &res[i]
+		}
+	}
+	return nil
+}
