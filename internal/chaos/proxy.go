@@ -89,7 +89,10 @@ func (p *Proxy) accept() {
 }
 
 func (p *Proxy) pipe(c net.Conn) {
-	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	up, err := net.DialTimeout("tcp", target, 5*time.Second)
 	if err != nil {
 		p.drop(c)
 		return
@@ -210,6 +213,19 @@ func (p *Proxy) Cut() int {
 	return n
 }
 
+// SetTarget sends new connections to target (host:port) and resets the
+// open ones, as a DNS name or a cloud endpoint moved to another server
+// behaves for its clients.
+func (p *Proxy) SetTarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+	for c := range p.conns {
+		reset(c)
+		delete(p.conns, c)
+	}
+}
+
 // SetDown starts (true) or ends (false) an outage. Starting one resets
 // every open connection.
 func (p *Proxy) SetDown(down bool) {
@@ -273,4 +289,8 @@ func (p *Proxy) Close() error {
 	return err
 }
 
-func (p *Proxy) String() string { return fmt.Sprintf("proxy %s -> %s", p.Addr, p.target) }
+func (p *Proxy) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return fmt.Sprintf("proxy %s -> %s", p.Addr, p.target)
+}
