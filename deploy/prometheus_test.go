@@ -217,7 +217,9 @@ func checkPromQL(t *testing.T, where, expr string) {
 		}
 	}
 	for _, m := range rangeRE.FindAllStringSubmatch(b, -1) {
-		if !promDuration.MatchString(m[1]) {
+		// A range, or a subquery's range and optional resolution.
+		rng, res, sub := strings.Cut(m[1], ":")
+		if !promDuration.MatchString(rng) || sub && res != "" && !promDuration.MatchString(res) {
 			t.Errorf("%s: range [%s] is not a duration", where, m[1])
 		}
 	}
