@@ -27,8 +27,7 @@ func checkFailover(ctx context.Context, cfg Config, pool *pgxpool.Pool, srv *ser
 		}
 		return []CheckResult{r}
 	}
-	s := &Source{cfg: cfg}
-	want, unprotected, err := s.wantFailover(srv)
+	want, unprotected, err := wantFailover(cfg.Failover, srv)
 	if err == nil && unprotected != "" {
 		err = errors.New(unprotected)
 	}

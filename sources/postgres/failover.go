@@ -44,8 +44,8 @@ const failoverMajor = 17
 // or replaces with others at the same LSNs. That is the normal state of a
 // primary just promoted, until its new standbys exist, so it is a warning
 // (and a degraded status) rather than a reason to stop.
-func (s *Source) wantFailover(srv *serverInfo) (want bool, warning string, err error) {
-	switch s.cfg.Failover {
+func wantFailover(mode string, srv *serverInfo) (want bool, warning string, err error) {
+	switch mode {
 	case FailoverOff:
 		return false, "", nil
 	case FailoverOn:

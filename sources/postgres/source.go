@@ -203,7 +203,7 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 		return err
 	}
 	s.noteServer(srv, ident)
-	failover, unprotected, err := s.wantFailover(srv)
+	failover, unprotected, err := wantFailover(s.cfg.Failover, srv)
 	if err != nil {
 		return fatal(err)
 	}
