@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -133,24 +132,33 @@ type configVariable struct {
 }
 
 // configVariables reads the daemon's variables and defaults from the
-// envconfig tags in cmd/cdcbridge, so the artefacts cannot name a
-// variable the daemon does not read.
+// option declarations in cmd/cdcbridge (option{name: ..., def: ...}), so
+// the artefacts cannot name a variable the daemon does not read.
 func configVariables(t *testing.T) map[string]configVariable {
 	t.Helper()
 	out := map[string]configVariable{}
 	for _, f := range goSources(t, "cmd/cdcbridge") {
 		ast.Inspect(f.file, func(n ast.Node) bool {
-			field, ok := n.(*ast.Field)
-			if !ok || field.Tag == nil {
+			lit, ok := n.(*ast.CompositeLit)
+			if !ok {
 				return true
 			}
-			tag, err := strconv.Unquote(field.Tag.Value)
-			if err != nil {
-				return true
+			fields := map[string]string{}
+			for _, e := range lit.Elts {
+				kv, ok := e.(*ast.KeyValueExpr)
+				if !ok {
+					continue
+				}
+				key, ok1 := kv.Key.(*ast.Ident)
+				val, ok2 := kv.Value.(*ast.BasicLit)
+				if ok1 && ok2 && val.Kind == token.STRING {
+					if v, err := strconv.Unquote(val.Value); err == nil {
+						fields[key.Name] = v
+					}
+				}
 			}
-			st := reflect.StructTag(tag)
-			if name, ok := st.Lookup("envconfig"); ok {
-				out["CDCBRIDGE_"+name] = configVariable{Default: st.Get("default")}
+			if name, ok := fields["name"]; ok && fields["desc"] != "" {
+				out["CDCBRIDGE_"+name] = configVariable{Default: fields["def"]}
 			}
 			return true
 		})

@@ -93,7 +93,7 @@ func preflight(ctx context.Context) []checkResult {
 		}
 		return []checkResult{failed("configuration", "", "%v", err)}
 	}
-	results := []checkResult{ok("configuration", "source %s, stream %s", cfg.Source, cfg.KinesisStream)}
+	results := []checkResult{ok("configuration", "source %s, stream %s", cfg.Source, cfg.Sink.Stream)}
 	awsCfg, err := loadAWSConfig(ctx)
 	if err != nil {
 		return append(results, failed("aws configuration", "set AWS_REGION and credentials", "%v", err))
@@ -146,21 +146,21 @@ func awsCode(err error) string {
 
 func checkKinesis(ctx context.Context, cfg *Config, client *kinesis.Client) []checkResult {
 	in := &kinesis.DescribeStreamSummaryInput{}
-	if strings.HasPrefix(cfg.KinesisStream, "arn:") {
-		in.StreamARN = aws.String(cfg.KinesisStream)
+	if strings.HasPrefix(cfg.Sink.Stream, "arn:") {
+		in.StreamARN = aws.String(cfg.Sink.Stream)
 	} else {
-		in.StreamName = aws.String(cfg.KinesisStream)
+		in.StreamName = aws.String(cfg.Sink.Stream)
 	}
 	out, err := client.DescribeStreamSummary(ctx, in)
 	if err != nil {
 		switch awsCode(err) {
 		case "ResourceNotFoundException":
-			return []checkResult{failed("kinesis stream", "create it (aws kinesis create-stream --stream-name "+cfg.KinesisStream+" --stream-mode-details StreamMode=ON_DEMAND) or fix CDCBRIDGE_KINESIS_STREAM",
-				"stream %s does not exist", cfg.KinesisStream)}
+			return []checkResult{failed("kinesis stream", "create it (aws kinesis create-stream --stream-name "+cfg.Sink.Stream+" --stream-mode-details StreamMode=ON_DEMAND) or fix CDCBRIDGE_KINESIS_STREAM",
+				"stream %s does not exist", cfg.Sink.Stream)}
 		case "AccessDeniedException":
 			return []checkResult{failed("kinesis stream", "grant kinesis:DescribeStreamSummary, kinesis:ListShards and kinesis:PutRecords on the stream (deploy/iam)", "%v", err)}
 		}
-		return []checkResult{failed("kinesis stream", "check AWS_REGION, AWS_ENDPOINT_URL_KINESIS and network access", "DescribeStreamSummary %s: %v", cfg.KinesisStream, err)}
+		return []checkResult{failed("kinesis stream", "check AWS_REGION, AWS_ENDPOINT_URL_KINESIS and network access", "DescribeStreamSummary %s: %v", cfg.Sink.Stream, err)}
 	}
 	s := out.StreamDescriptionSummary
 	var res []checkResult
@@ -177,7 +177,7 @@ func checkKinesis(ctx context.Context, cfg *Config, client *kinesis.Client) []ch
 		mode = string(s.StreamModeDetails.StreamMode)
 	}
 	res = append(res, ok("kinesis capacity", "%s, %d open shard(s)", mode, aws.ToInt32(s.OpenShardCount)))
-	if s.RecordDistributionStrategy != "" && strings.EqualFold(string(s.RecordDistributionStrategy), "AUTO") && cfg.Ordering == "key" {
+	if s.RecordDistributionStrategy != "" && strings.EqualFold(string(s.RecordDistributionStrategy), "AUTO") && cfg.Sink.Ordering == "key" {
 		res = append(res, failed("kinesis distribution", "switch the stream back to partition-key distribution, or set CDCBRIDGE_ORDERING=none and accept that changes of one row may reorder",
 			"RecordDistributionStrategy AUTO ignores partition keys, so per-row order (CDCBRIDGE_ORDERING=key) is impossible"))
 	} else {
@@ -208,9 +208,9 @@ func checkKinesis(ctx context.Context, cfg *Config, client *kinesis.Client) []ch
 }
 
 func checkStore(ctx context.Context, cfg *Config, awsCfg aws.Config) checkResult {
-	switch cfg.CheckpointScheme {
+	switch cfg.Store.Scheme {
 	case "file":
-		dir := filepath.Dir(cfg.CheckpointTarget)
+		dir := filepath.Dir(cfg.Store.Target)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return failed("checkpoint store", "create the directory and make it writable for the bridge's user (a persistent volume)", "%v", err)
 		}
@@ -222,29 +222,29 @@ func checkStore(ctx context.Context, cfg *Config, awsCfg aws.Config) checkResult
 		os.Remove(f.Name())
 		return ok("checkpoint store", "%s is writable", dir)
 	case "dynamodb":
-		_, err := dynamodb.NewFromConfig(awsCfg).DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(cfg.CheckpointTarget)})
+		_, err := dynamodb.NewFromConfig(awsCfg).DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(cfg.Store.Target)})
 		if awsCode(err) == "ResourceNotFoundException" {
-			return warn("checkpoint store", "allow dynamodb:CreateTable, or create it with partition key pk (S) and sort key sk (S)", "table %s does not exist yet; the bridge creates it", cfg.CheckpointTarget)
+			return warn("checkpoint store", "allow dynamodb:CreateTable, or create it with partition key pk (S) and sort key sk (S)", "table %s does not exist yet; the bridge creates it", cfg.Store.Target)
 		}
 		if err != nil {
 			return failed("checkpoint store", "grant dynamodb:DescribeTable, GetItem, PutItem, UpdateItem, Query on the table", "%v", err)
 		}
-		return ok("checkpoint store", "table %s exists", cfg.CheckpointTarget)
+		return ok("checkpoint store", "table %s exists", cfg.Store.Target)
 	}
-	return failed("checkpoint store", "", "unknown scheme %q", cfg.CheckpointScheme)
+	return failed("checkpoint store", "", "unknown scheme %q", cfg.Store.Scheme)
 }
 
 func checkDynamoDB(ctx context.Context, cfg *Config, db *dynamodb.Client, streams *dynamodbstreams.Client) []checkResult {
-	arn := cfg.DynamoDBStreamARN
-	if cfg.DynamoDBTable != "" {
-		out, err := db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(cfg.DynamoDBTable)})
+	arn := cfg.DynamoDB.StreamARN
+	if cfg.DynamoDB.Table != "" {
+		out, err := db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(cfg.DynamoDB.Table)})
 		if err != nil {
 			return []checkResult{failed("dynamodb table", "check CDCBRIDGE_DYNAMODB_TABLE and dynamodb:DescribeTable permission", "%v", err)}
 		}
 		spec := out.Table.StreamSpecification
 		if spec == nil || !aws.ToBool(spec.StreamEnabled) || out.Table.LatestStreamArn == nil {
-			return []checkResult{failed("dynamodb stream", "aws dynamodb update-table --table-name "+cfg.DynamoDBTable+" --stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES",
-				"table %s has no stream enabled", cfg.DynamoDBTable)}
+			return []checkResult{failed("dynamodb stream", "aws dynamodb update-table --table-name "+cfg.DynamoDB.Table+" --stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES",
+				"table %s has no stream enabled", cfg.DynamoDB.Table)}
 		}
 		arn = aws.ToString(out.Table.LatestStreamArn)
 	}

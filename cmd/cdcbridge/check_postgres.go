@@ -8,8 +8,8 @@ import (
 
 func checkPostgres(ctx context.Context, cfg *Config) []checkResult {
 	var out []checkResult
-	for _, r := range pgsource.Check(ctx, postgresConfig(cfg)) {
-		out = append(out, checkResult{Name: "postgres " + r.Name, Status: r.Status, Detail: redactError(r.Detail, cfg.PostgresURL), Fix: r.Fix})
+	for _, r := range pgsource.Check(ctx, cfg.Postgres) {
+		out = append(out, checkResult{Name: "postgres " + r.Name, Status: r.Status, Detail: redactError(r.Detail, cfg.Postgres.URL), Fix: r.Fix})
 	}
 	return out
 }

@@ -7,103 +7,40 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
+	kinesissink "github.com/cdcbridge/cdcbridge/sink/kinesis"
+	ddbsource "github.com/cdcbridge/cdcbridge/sources/dynamodb"
+	pgsource "github.com/cdcbridge/cdcbridge/sources/postgres"
 )
 
 // envPrefix is the prefix of every variable.
 const envPrefix = "CDCBRIDGE"
 
-// rawConfig is the environment as read. Every field is a string so that
-// parse can report every bad value at once (envconfig stops at the first).
-// The desc tags are what `cdcbridge config` and the README print.
-type rawConfig struct {
-	Source        string `envconfig:"SOURCE" desc:"postgres or dynamodb (required)"`
-	KinesisStream string `envconfig:"KINESIS_STREAM" desc:"Kinesis stream name or ARN (required)"`
-
-	PostgresURL         string `envconfig:"POSTGRES_URL" desc:"libpq URL of the database (required for postgres; the password is never logged)"`
-	PostgresSlot        string `envconfig:"POSTGRES_SLOT" default:"cdcbridge" desc:"replication slot, created if missing"`
-	PostgresPublication string `envconfig:"POSTGRES_PUBLICATION" default:"cdcbridge" desc:"publication, created if missing"`
-	PostgresTables      string `envconfig:"POSTGRES_TABLES" desc:"schema.table,... for a new publication (empty: all tables)"`
-	PostgresSnapshot    string `envconfig:"POSTGRES_SNAPSHOT" default:"initial" desc:"initial (existing rows as read events when the slot is new) or never"`
-	PostgresOnSlotLost  string `envconfig:"POSTGRES_ON_SLOT_LOST" default:"fail" desc:"the slot vanished, was invalidated or was moved ahead by something else after this bridge streamed from it (also a new cluster at the same address): fail, resnapshot or continue (accepting a gap)"`
-	PostgresFailover    string `envconfig:"POSTGRES_FAILOVER" default:"auto" desc:"make the slot a failover slot (PostgreSQL 17+) that standbys keep, so it survives a failover: auto (when synchronized_standby_slots is set), true or false"`
-	PostgresStandbyURLs string `envconfig:"POSTGRES_STANDBY_URLS" desc:"comma-separated libpq URLs of the standbys that may take over; check verifies their failover-slot settings and synced slot (the daemon does not use them)"`
-
-	DynamoDBTable     string `envconfig:"DYNAMODB_TABLE" desc:"table whose stream is read (or set DYNAMODB_STREAM_ARN)"`
-	DynamoDBStreamARN string `envconfig:"DYNAMODB_STREAM_ARN" desc:"stream ARN (or set DYNAMODB_TABLE)"`
-	DynamoDBStart     string `envconfig:"DYNAMODB_START" default:"trim_horizon" desc:"where to start without a checkpoint: trim_horizon or latest"`
-	DynamoDBOnTrimmed string `envconfig:"DYNAMODB_ON_TRIMMED" default:"fail" desc:"records expired before they were read: fail or skip (continue, counted and logged)"`
-	DynamoDBIdlePoll  string `envconfig:"DYNAMODB_IDLE_POLL" default:"1s" desc:"wait before polling a shard that returned no records"`
-	LeaseDuration     string `envconfig:"LEASE_DURATION" default:"10s" desc:"DynamoDB shard lease length when several instances share a stream (dynamodb:// store); for Postgres, how long the server keeps a silent leader's lock before a standby takes over (at least 1s)"`
-
-	CheckpointStore string `envconfig:"CHECKPOINT_STORE" default:"file:///var/lib/cdcbridge/checkpoints.json" desc:"file:///PATH, or dynamodb://TABLE (shared by several instances)"`
-
-	KinesisLinger          string `envconfig:"KINESIS_LINGER" default:"50ms" desc:"longest wait to fill a batch"`
-	KinesisMaxInFlight     string `envconfig:"KINESIS_MAX_IN_FLIGHT" default:"8" desc:"concurrent PutRecords requests"`
-	KinesisAggregate       string `envconfig:"KINESIS_AGGREGATE" default:"false" desc:"KPL aggregation: true or false"`
-	KinesisConnectTimeout  string `envconfig:"KINESIS_CONNECT_TIMEOUT" default:"2s" desc:"TCP+TLS connect timeout"`
-	KinesisRequestTimeout  string `envconfig:"KINESIS_REQUEST_TIMEOUT" default:"10s" desc:"timeout of one PutRecords attempt"`
-	KinesisMaxRequestBytes string `envconfig:"KINESIS_MAX_REQUEST_BYTES" default:"5MiB" desc:"PutRecords request size limit (AWS allows up to 10MiB)"`
-	KinesisAggregateMax    string `envconfig:"KINESIS_AGGREGATE_MAX_BYTES" desc:"size cap of one KPL aggregate (empty: the stream's record limit)"`
-	KinesisShardHeadroom   string `envconfig:"KINESIS_SHARD_HEADROOM" default:"0.9" desc:"fraction of each shard's write limits (1 MiB/s, 1000 records/s) the producer paces itself to"`
-
-	Ordering          string `envconfig:"ORDERING" default:"key" desc:"key (strict order per partition key) or none"`
-	Oversize          string `envconfig:"OVERSIZE" default:"dlq" desc:"record over the stream's size limit: dlq or fail"`
-	DLQDir            string `envconfig:"DLQ_DIR" default:"/var/lib/cdcbridge/dlq" desc:"where oversize and poison events are kept"`
-	MaxInFlightBytes  string `envconfig:"MAX_INFLIGHT_BYTES" default:"64MiB" desc:"back-pressure budget in bytes (64MiB, 10MB, 1048576)"`
-	MaxInFlightEvents string `envconfig:"MAX_INFLIGHT_EVENTS" default:"100000" desc:"back-pressure budget in events"`
-
-	HTTPAddr        string `envconfig:"HTTP_ADDR" default:":9464" desc:"listen address of /metrics, /healthz, /readyz, /status"`
-	LogLevel        string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	LogFormat       string `envconfig:"LOG_FORMAT" default:"json" desc:"json or text"`
-	ShutdownTimeout string `envconfig:"SHUTDOWN_TIMEOUT" default:"30s" desc:"time to flush and checkpoint after SIGTERM"`
+// option is one variable, declared once: its name after CDCBRIDGE_, its
+// default, its meaning (what `cdcbridge config` and the README print), and
+// set, which parses the value (the default when unset or empty) into the
+// part of Config that uses it. Each package gets its own config struct,
+// filled here and nowhere else.
+type option struct {
+	name, def, desc string
+	secret          bool // the value may hold a password
+	set             func(p *parser, c *Config, v string)
 }
 
 // Config is the validated configuration.
 type Config struct {
-	Source        string
-	KinesisStream string
-
-	PostgresURL         string
-	PostgresSlot        string
-	PostgresPublication string
-	PostgresTables      []string
-	PostgresSnapshot    string
-	PostgresOnSlotLost  string
-	PostgresFailover    string
-	PostgresStandbyURLs []string
-
-	DynamoDBTable     string
-	DynamoDBStreamARN string
-	DynamoDBStart     string
-	DynamoDBOnTrimmed string
-	DynamoDBIdlePoll  time.Duration
-	LeaseDuration     time.Duration
-
-	CheckpointScheme string // "file" or "dynamodb"
-	CheckpointTarget string // path or table
-
-	KinesisLinger          time.Duration
-	KinesisMaxInFlight     int
-	KinesisAggregate       bool
-	KinesisConnectTimeout  time.Duration
-	KinesisRequestTimeout  time.Duration
-	KinesisMaxRequestBytes int64
-	KinesisAggregateMax    int64
-	KinesisShardHeadroom   float64
-
-	Ordering          string
-	Oversize          string
-	DLQDir            string
-	MaxInFlightBytes  int64
-	MaxInFlightEvents int
+	Source   string
+	Postgres pgsource.Config
+	DynamoDB ddbsource.Config
+	Sink     kinesissink.Config
+	// Store is CDCBRIDGE_CHECKPOINT_STORE: scheme "file" (Target a path)
+	// or "dynamodb" (Target a table).
+	Store struct{ Scheme, Target string }
 
 	HTTPAddr        string
 	LogLevel        string
@@ -111,98 +48,156 @@ type Config struct {
 	ShutdownTimeout time.Duration
 }
 
+// options are every variable, in the order `cdcbridge config` prints them.
+var options = []option{
+	{name: "SOURCE", desc: "postgres or dynamodb (required)",
+		set: func(p *parser, c *Config, v string) { c.Source = p.enum(v, true, "postgres", "dynamodb") }},
+	{name: "KINESIS_STREAM", desc: "Kinesis stream name or ARN (required)",
+		set: func(p *parser, c *Config, v string) { c.Sink.Stream = p.required(v) }},
+
+	{name: "POSTGRES_URL", secret: true, desc: "libpq URL of the database (required for postgres; the password is never logged)",
+		set: func(p *parser, c *Config, v string) { c.Postgres.URL = v }},
+	{name: "POSTGRES_SLOT", def: "cdcbridge", desc: "replication slot, created if missing",
+		set: func(p *parser, c *Config, v string) { c.Postgres.Slot = p.identifier(v, slotName) }},
+	{name: "POSTGRES_PUBLICATION", def: "cdcbridge", desc: "publication, created if missing",
+		set: func(p *parser, c *Config, v string) { c.Postgres.Publication = p.identifier(v, pubName) }},
+	{name: "POSTGRES_TABLES", desc: "schema.table,... for a new publication (empty: all tables)",
+		set: func(p *parser, c *Config, v string) { c.Postgres.Tables = p.tables(v) }},
+	{name: "POSTGRES_SNAPSHOT", def: "initial", desc: "initial (existing rows as read events when the slot is new) or never",
+		set: func(p *parser, c *Config, v string) { c.Postgres.Snapshot = p.enum(v, false, "initial", "never") }},
+	{name: "POSTGRES_ON_SLOT_LOST", def: "fail", desc: "the slot vanished, was invalidated or was moved ahead by something else after this bridge streamed from it (also a new cluster at the same address): fail, resnapshot or continue (accepting a gap)",
+		set: func(p *parser, c *Config, v string) {
+			c.Postgres.OnSlotLost = p.enum(v, false, "fail", "resnapshot", "continue")
+		}},
+	{name: "POSTGRES_FAILOVER", def: "auto", desc: "make the slot a failover slot (PostgreSQL 17+) that standbys keep, so it survives a failover: auto (when synchronized_standby_slots is set), true or false",
+		set: func(p *parser, c *Config, v string) { c.Postgres.Failover = p.enum(v, false, "auto", "true", "false") }},
+	{name: "POSTGRES_STANDBY_URLS", secret: true, desc: "comma-separated libpq URLs of the standbys that may take over; check verifies their failover-slot settings and synced slot (the daemon does not use them)",
+		set: func(p *parser, c *Config, v string) { c.Postgres.StandbyURLs = p.postgresURLs(v) }},
+
+	{name: "DYNAMODB_TABLE", desc: "table whose stream is read (or set DYNAMODB_STREAM_ARN)",
+		set: func(p *parser, c *Config, v string) { c.DynamoDB.Table = v }},
+	{name: "DYNAMODB_STREAM_ARN", desc: "stream ARN (or set DYNAMODB_TABLE)",
+		set: func(p *parser, c *Config, v string) { c.DynamoDB.StreamARN = v }},
+	{name: "DYNAMODB_START", def: "trim_horizon", desc: "where to start without a checkpoint: trim_horizon or latest",
+		set: func(p *parser, c *Config, v string) { c.DynamoDB.Start = p.enum(v, false, "trim_horizon", "latest") }},
+	{name: "DYNAMODB_ON_TRIMMED", def: "fail", desc: "records expired before they were read: fail or skip (continue, counted and logged)",
+		set: func(p *parser, c *Config, v string) { c.DynamoDB.OnTrimmed = p.enum(v, false, "fail", "skip") }},
+	{name: "DYNAMODB_IDLE_POLL", def: "1s", desc: "wait before polling a shard that returned no records",
+		set: func(p *parser, c *Config, v string) { c.DynamoDB.IdleInterval = p.duration(v) }},
+	{name: "LEASE_DURATION", def: "10s", desc: "DynamoDB shard lease length when several instances share a stream (dynamodb:// store); for Postgres, how long the server keeps a silent leader's lock before a standby takes over (at least 1s)",
+		set: func(p *parser, c *Config, v string) {
+			d := p.duration(v)
+			if d > 0 && d < time.Second {
+				p.add("%s: %s is below 1s; leases and the Postgres leader's lock need time to renew", p.name(), d)
+			}
+			c.DynamoDB.LeaseDuration, c.Postgres.LeaderTimeout = d, d
+		}},
+
+	{name: "CHECKPOINT_STORE", def: "file:///var/lib/cdcbridge/checkpoints.json", desc: "file:///PATH, or dynamodb://TABLE (shared by several instances)",
+		set: func(p *parser, c *Config, v string) { c.Store.Scheme, c.Store.Target = p.store(v) }},
+
+	{name: "KINESIS_LINGER", def: "50ms", desc: "longest wait to fill a batch",
+		set: func(p *parser, c *Config, v string) { c.Sink.Linger = p.duration(v) }},
+	{name: "KINESIS_MAX_IN_FLIGHT", def: "8", desc: "concurrent PutRecords requests",
+		set: func(p *parser, c *Config, v string) {
+			if c.Sink.MaxInFlight = p.positiveInt(v); c.Sink.MaxInFlight > 256 {
+				p.add("%s: %d is above 256, the most concurrent PutRecords requests the producer runs", p.name(), c.Sink.MaxInFlight)
+			}
+		}},
+	{name: "KINESIS_AGGREGATE", def: "false", desc: "KPL aggregation: true or false",
+		set: func(p *parser, c *Config, v string) { c.Sink.Aggregate = p.boolean(v) }},
+	{name: "KINESIS_CONNECT_TIMEOUT", def: "2s", desc: "TCP+TLS connect timeout",
+		set: func(p *parser, c *Config, v string) { c.Sink.ConnectTimeout = p.duration(v) }},
+	{name: "KINESIS_REQUEST_TIMEOUT", def: "10s", desc: "timeout of one PutRecords attempt",
+		set: func(p *parser, c *Config, v string) {
+			// Also how long a DynamoDB lease holder's sends may take.
+			c.Sink.RequestTimeout = p.duration(v)
+			c.DynamoDB.SendTimeout = c.Sink.RequestTimeout
+		}},
+	{name: "KINESIS_MAX_REQUEST_BYTES", def: "5MiB", desc: "PutRecords request size limit (AWS allows up to 10MiB)",
+		set: func(p *parser, c *Config, v string) {
+			n := p.size(v)
+			switch {
+			case n > 10<<20:
+				p.add("%s: %d is above the 10MiB Kinesis allows per PutRecords request", p.name(), n)
+			case n > 0 && n < 1<<20:
+				p.add("%s: %d is below 1MiB, the smallest record limit of a stream", p.name(), n)
+			}
+			c.Sink.MaxRequestBytes = int(n)
+		}},
+	{name: "KINESIS_AGGREGATE_MAX_BYTES", desc: "size cap of one KPL aggregate (empty: the stream's record limit)",
+		set: func(p *parser, c *Config, v string) {
+			if v != "" {
+				c.Sink.AggregateMaxBytes = int(p.size(v))
+			}
+		}},
+	{name: "KINESIS_SHARD_HEADROOM", def: "0.9", desc: "fraction of each shard's write limits (1 MiB/s, 1000 records/s) the producer paces itself to",
+		set: func(p *parser, c *Config, v string) { c.Sink.ShardHeadroom = p.fraction(v) }},
+
+	{name: "ORDERING", def: "key", desc: "key (strict order per partition key) or none",
+		set: func(p *parser, c *Config, v string) {
+			c.Sink.Ordering = kinesissink.Ordering(p.enum(v, false, "key", "none"))
+		}},
+	{name: "OVERSIZE", def: "dlq", desc: "record over the stream's size limit: dlq or fail",
+		set: func(p *parser, c *Config, v string) { c.Sink.Oversize = p.enum(v, false, "dlq", "fail") }},
+	{name: "DLQ_DIR", def: "/var/lib/cdcbridge/dlq", desc: "where oversize and poison events are kept",
+		set: func(p *parser, c *Config, v string) { c.Sink.DLQDir = p.required(v) }},
+	{name: "MAX_INFLIGHT_BYTES", def: "64MiB", desc: "back-pressure budget in bytes (64MiB, 10MB, 1048576)",
+		set: func(p *parser, c *Config, v string) { c.Sink.MaxInFlightBytes = p.size(v) }},
+	{name: "MAX_INFLIGHT_EVENTS", def: "100000", desc: "back-pressure budget in events",
+		set: func(p *parser, c *Config, v string) { c.Sink.MaxInFlightEvents = p.positiveInt(v) }},
+
+	{name: "HTTP_ADDR", def: ":9464", desc: "listen address of /metrics, /healthz, /readyz, /status",
+		set: func(p *parser, c *Config, v string) {
+			if c.HTTPAddr = p.required(v); v != "" {
+				if err := checkListenAddr(v); err != nil {
+					p.add("%s: %q %v (want host:port or :port, such as :9464)", p.name(), v, err)
+				}
+			}
+		}},
+	{name: "LOG_LEVEL", def: "info", desc: "debug, info, warn or error",
+		set: func(p *parser, c *Config, v string) { c.LogLevel = p.enum(v, false, "debug", "info", "warn", "error") }},
+	{name: "LOG_FORMAT", def: "json", desc: "json or text",
+		set: func(p *parser, c *Config, v string) { c.LogFormat = p.enum(v, false, "json", "text") }},
+	{name: "SHUTDOWN_TIMEOUT", def: "30s", desc: "time to flush and checkpoint after SIGTERM",
+		set: func(p *parser, c *Config, v string) { c.ShutdownTimeout = p.duration(v) }},
+}
+
 // configError lists every problem found; each line names its variable.
 type configError []string
 
 func (e configError) Error() string { return "invalid configuration:\n  " + strings.Join(e, "\n  ") }
 
-// loadConfig reads the environment (through lookup, for tests) and
-// validates it, reporting every problem at once.
+// loadConfig reads the environment once and validates it, reporting every
+// problem at once (a variable set to the empty string takes its default).
 func loadConfig() (*Config, error) {
-	var raw rawConfig
-	if err := envconfig.Process(envPrefix, &raw); err != nil {
-		return nil, configError{err.Error()}
-	}
-	emptyMeansDefault(&raw)
-	return parseConfig(&raw)
-}
-
-func parseConfig(raw *rawConfig) (*Config, error) {
 	var p parser
-	c := &Config{
-		Source:              p.enum("SOURCE", raw.Source, true, "postgres", "dynamodb"),
-		KinesisStream:       p.required("KINESIS_STREAM", raw.KinesisStream),
-		PostgresURL:         raw.PostgresURL,
-		PostgresSlot:        p.identifier("POSTGRES_SLOT", raw.PostgresSlot, slotName),
-		PostgresPublication: p.identifier("POSTGRES_PUBLICATION", raw.PostgresPublication, pubName),
-		PostgresTables:      p.tables("POSTGRES_TABLES", raw.PostgresTables),
-		PostgresSnapshot:    p.enum("POSTGRES_SNAPSHOT", raw.PostgresSnapshot, false, "initial", "never"),
-		PostgresOnSlotLost:  p.enum("POSTGRES_ON_SLOT_LOST", raw.PostgresOnSlotLost, false, "fail", "resnapshot", "continue"),
-		PostgresFailover:    p.enum("POSTGRES_FAILOVER", raw.PostgresFailover, false, "auto", "true", "false"),
-		PostgresStandbyURLs: p.postgresURLs("POSTGRES_STANDBY_URLS", raw.PostgresStandbyURLs),
-		DynamoDBTable:       raw.DynamoDBTable,
-		DynamoDBStreamARN:   raw.DynamoDBStreamARN,
-		DynamoDBStart:       p.enum("DYNAMODB_START", raw.DynamoDBStart, false, "trim_horizon", "latest"),
-		DynamoDBOnTrimmed:   p.enum("DYNAMODB_ON_TRIMMED", raw.DynamoDBOnTrimmed, false, "fail", "skip"),
-		DynamoDBIdlePoll:    p.duration("DYNAMODB_IDLE_POLL", raw.DynamoDBIdlePoll),
-		LeaseDuration:       p.duration("LEASE_DURATION", raw.LeaseDuration),
-
-		KinesisLinger:          p.duration("KINESIS_LINGER", raw.KinesisLinger),
-		KinesisMaxInFlight:     p.positiveInt("KINESIS_MAX_IN_FLIGHT", raw.KinesisMaxInFlight),
-		KinesisAggregate:       p.boolean("KINESIS_AGGREGATE", raw.KinesisAggregate),
-		KinesisConnectTimeout:  p.duration("KINESIS_CONNECT_TIMEOUT", raw.KinesisConnectTimeout),
-		KinesisRequestTimeout:  p.duration("KINESIS_REQUEST_TIMEOUT", raw.KinesisRequestTimeout),
-		KinesisMaxRequestBytes: p.size("KINESIS_MAX_REQUEST_BYTES", raw.KinesisMaxRequestBytes),
-		KinesisShardHeadroom:   p.fraction("KINESIS_SHARD_HEADROOM", raw.KinesisShardHeadroom),
-
-		Ordering:          p.enum("ORDERING", raw.Ordering, false, "key", "none"),
-		Oversize:          p.enum("OVERSIZE", raw.Oversize, false, "dlq", "fail"),
-		DLQDir:            p.required("DLQ_DIR", raw.DLQDir),
-		MaxInFlightBytes:  p.size("MAX_INFLIGHT_BYTES", raw.MaxInFlightBytes),
-		MaxInFlightEvents: p.positiveInt("MAX_INFLIGHT_EVENTS", raw.MaxInFlightEvents),
-
-		HTTPAddr:        p.required("HTTP_ADDR", raw.HTTPAddr),
-		LogLevel:        p.enum("LOG_LEVEL", raw.LogLevel, false, "debug", "info", "warn", "error"),
-		LogFormat:       p.enum("LOG_FORMAT", raw.LogFormat, false, "json", "text"),
-		ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT", raw.ShutdownTimeout),
+	c := &Config{}
+	for _, o := range options {
+		v := strings.TrimSpace(os.Getenv(name(o.name)))
+		if v == "" {
+			v = o.def
+		}
+		p.current = o.name
+		o.set(&p, c, v)
 	}
-	c.CheckpointScheme, c.CheckpointTarget = p.store("CHECKPOINT_STORE", raw.CheckpointStore)
-	if raw.KinesisAggregateMax != "" {
-		c.KinesisAggregateMax = p.size("KINESIS_AGGREGATE_MAX_BYTES", raw.KinesisAggregateMax)
-	}
-
+	p.current = ""
 	switch c.Source {
 	case "postgres":
-		if raw.PostgresURL == "" {
+		if c.Postgres.URL == "" {
 			p.add("CDCBRIDGE_POSTGRES_URL is required with CDCBRIDGE_SOURCE=postgres (a libpq URL such as postgres://user:password@host:5432/db)")
-		} else if err := checkPostgresURL(raw.PostgresURL); err != nil {
+		} else if err := checkPostgresURL(c.Postgres.URL); err != nil {
 			p.add("CDCBRIDGE_POSTGRES_URL: %v", err)
 		}
 	case "dynamodb":
-		if (raw.DynamoDBTable == "") == (raw.DynamoDBStreamARN == "") {
+		d := c.DynamoDB
+		if (d.Table == "") == (d.StreamARN == "") {
 			p.add("exactly one of CDCBRIDGE_DYNAMODB_TABLE and CDCBRIDGE_DYNAMODB_STREAM_ARN is required with CDCBRIDGE_SOURCE=dynamodb (got %s)",
-				map[bool]string{true: "neither", false: "both"}[raw.DynamoDBTable == ""])
+				map[bool]string{true: "neither", false: "both"}[d.Table == ""])
 		}
-		if raw.DynamoDBStreamARN != "" && !strings.HasPrefix(raw.DynamoDBStreamARN, "arn:") {
-			p.add("CDCBRIDGE_DYNAMODB_STREAM_ARN: %q is not an ARN (want arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL)", raw.DynamoDBStreamARN)
+		if d.StreamARN != "" && !strings.HasPrefix(d.StreamARN, "arn:") {
+			p.add("CDCBRIDGE_DYNAMODB_STREAM_ARN: %q is not an ARN (want arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL)", d.StreamARN)
 		}
-	}
-	if c.KinesisMaxInFlight > 256 {
-		p.add("CDCBRIDGE_KINESIS_MAX_IN_FLIGHT: %d is above 256, the most concurrent PutRecords requests the producer runs", c.KinesisMaxInFlight)
-	}
-	if c.HTTPAddr != "" {
-		if err := checkListenAddr(c.HTTPAddr); err != nil {
-			p.add("CDCBRIDGE_HTTP_ADDR: %q %v (want host:port or :port, such as :9464)", c.HTTPAddr, err)
-		}
-	}
-	if c.LeaseDuration > 0 && c.LeaseDuration < time.Second {
-		p.add("CDCBRIDGE_LEASE_DURATION: %s is below 1s; leases and the Postgres leader's lock need time to renew", c.LeaseDuration)
-	}
-	if c.KinesisMaxRequestBytes > 10<<20 {
-		p.add("CDCBRIDGE_KINESIS_MAX_REQUEST_BYTES: %d is above the 10MiB Kinesis allows per PutRecords request", c.KinesisMaxRequestBytes)
-	}
-	if c.KinesisMaxRequestBytes > 0 && c.KinesisMaxRequestBytes < 1<<20 {
-		p.add("CDCBRIDGE_KINESIS_MAX_REQUEST_BYTES: %d is below 1MiB, the smallest record limit of a stream", c.KinesisMaxRequestBytes)
 	}
 	if len(p.problems) > 0 {
 		return nil, configError(p.problems)
@@ -210,8 +205,14 @@ func parseConfig(raw *rawConfig) (*Config, error) {
 	return c, nil
 }
 
-// parser collects problems instead of stopping at the first.
-type parser struct{ problems []string }
+// parser collects problems instead of stopping at the first; current is
+// the variable being parsed, which every problem names.
+type parser struct {
+	problems []string
+	current  string
+}
+
+func (p *parser) name() string { return name(p.current) }
 
 func (p *parser) add(format string, args ...any) {
 	p.problems = append(p.problems, fmt.Sprintf(format, args...))
@@ -219,16 +220,16 @@ func (p *parser) add(format string, args ...any) {
 
 func name(v string) string { return envPrefix + "_" + v }
 
-func (p *parser) required(v, s string) string {
+func (p *parser) required(s string) string {
 	if strings.TrimSpace(s) == "" {
-		p.add("%s is required", name(v))
+		p.add("%s is required", p.name())
 	}
 	return s
 }
 
-func (p *parser) enum(v, s string, required bool, allowed ...string) string {
+func (p *parser) enum(s string, required bool, allowed ...string) string {
 	if s == "" && required {
-		p.add("%s is required (one of %s)", name(v), strings.Join(allowed, ", "))
+		p.add("%s is required (one of %s)", p.name(), strings.Join(allowed, ", "))
 		return ""
 	}
 	for _, a := range allowed {
@@ -236,49 +237,49 @@ func (p *parser) enum(v, s string, required bool, allowed ...string) string {
 			return s
 		}
 	}
-	p.add("%s: unknown value %q (one of %s)", name(v), s, strings.Join(allowed, ", "))
+	p.add("%s: unknown value %q (one of %s)", p.name(), s, strings.Join(allowed, ", "))
 	return ""
 }
 
-func (p *parser) duration(v, s string) time.Duration {
+func (p *parser) duration(s string) time.Duration {
 	d, err := time.ParseDuration(s)
 	if err != nil || d <= 0 {
-		p.add("%s: %q is not a positive duration (for example 500ms, 10s, 2m)", name(v), s)
+		p.add("%s: %q is not a positive duration (for example 500ms, 10s, 2m)", p.name(), s)
 		return 0
 	}
 	return d
 }
 
-func (p *parser) positiveInt(v, s string) int {
+func (p *parser) positiveInt(s string) int {
 	n, err := strconv.Atoi(s)
 	if err != nil || n <= 0 {
-		p.add("%s: %q is not a positive integer", name(v), s)
+		p.add("%s: %q is not a positive integer", p.name(), s)
 		return 0
 	}
 	return n
 }
 
-func (p *parser) fraction(v, s string) float64 {
+func (p *parser) fraction(s string) float64 {
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || f <= 0 || f > 1 {
-		p.add("%s: %q is not a fraction in (0, 1] (for example 0.9)", name(v), s)
+		p.add("%s: %q is not a fraction in (0, 1] (for example 0.9)", p.name(), s)
 		return 0
 	}
 	return f
 }
 
-func (p *parser) boolean(v, s string) bool {
+func (p *parser) boolean(s string) bool {
 	b, err := strconv.ParseBool(s)
 	if err != nil {
-		p.add("%s: %q is not a boolean (true or false)", name(v), s)
+		p.add("%s: %q is not a boolean (true or false)", p.name(), s)
 	}
 	return b
 }
 
-func (p *parser) size(v, s string) int64 {
+func (p *parser) size(s string) int64 {
 	n, err := parseSize(s)
 	if err != nil {
-		p.add("%s: %v", name(v), err)
+		p.add("%s: %v", p.name(), err)
 	}
 	return n
 }
@@ -289,14 +290,14 @@ var (
 	tableRe  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$`)
 )
 
-func (p *parser) identifier(v, s string, re *regexp.Regexp) string {
+func (p *parser) identifier(s string, re *regexp.Regexp) string {
 	if !re.MatchString(s) {
-		p.add("%s: %q is not a valid name (allowed: %s)", name(v), s, re.String())
+		p.add("%s: %q is not a valid name (allowed: %s)", p.name(), s, re.String())
 	}
 	return s
 }
 
-func (p *parser) tables(v, s string) []string {
+func (p *parser) tables(s string) []string {
 	if strings.TrimSpace(s) == "" {
 		return nil
 	}
@@ -304,7 +305,7 @@ func (p *parser) tables(v, s string) []string {
 	for _, t := range strings.Split(s, ",") {
 		t = strings.TrimSpace(t)
 		if !tableRe.MatchString(t) {
-			p.add("%s: %q is not schema.table", name(v), t)
+			p.add("%s: %q is not schema.table", p.name(), t)
 			continue
 		}
 		out = append(out, t)
@@ -312,10 +313,10 @@ func (p *parser) tables(v, s string) []string {
 	return out
 }
 
-func (p *parser) store(v, s string) (scheme, target string) {
+func (p *parser) store(s string) (scheme, target string) {
 	u, err := url.Parse(s)
 	if err != nil {
-		p.add("%s: %v", name(v), err)
+		p.add("%s: %v", p.name(), err)
 		return "", ""
 	}
 	switch u.Scheme {
@@ -324,16 +325,16 @@ func (p *parser) store(v, s string) (scheme, target string) {
 		// "/cp.json": a file nobody meant. Only an empty host (or
 		// localhost) leaves the path as written.
 		if u.Path == "" || !strings.HasPrefix(u.Path, "/") || (u.Host != "" && u.Host != "localhost") {
-			p.add("%s: %q needs an absolute path (file:///var/lib/cdcbridge/checkpoints.json)", name(v), s)
+			p.add("%s: %q needs an absolute path (file:///var/lib/cdcbridge/checkpoints.json)", p.name(), s)
 		}
 		return "file", u.Path
 	case "dynamodb":
 		if u.Host == "" {
-			p.add("%s: %q needs a table name (dynamodb://TABLE)", name(v), s)
+			p.add("%s: %q needs a table name (dynamodb://TABLE)", p.name(), s)
 		}
 		return "dynamodb", u.Host
 	default:
-		p.add("%s: unknown scheme in %q (file:///PATH or dynamodb://TABLE)", name(v), s)
+		p.add("%s: unknown scheme in %q (file:///PATH or dynamodb://TABLE)", p.name(), s)
 		return "", ""
 	}
 }
@@ -433,11 +434,11 @@ func splitURLList(s string) []string {
 	return out
 }
 
-func (p *parser) postgresURLs(v, s string) []string {
+func (p *parser) postgresURLs(s string) []string {
 	urls := splitURLList(s)
 	for _, u := range urls {
 		if err := checkPostgresURL(u); err != nil {
-			p.add("%s: %v", name(v), err)
+			p.add("%s: %v", p.name(), err)
 		}
 	}
 	return urls
@@ -478,41 +479,11 @@ type configVar struct {
 	Secret              bool
 }
 
-// configVars lists the variables from rawConfig's tags, in declaration order.
+// configVars lists the variables in declaration order.
 func configVars() []configVar {
-	var out []configVar
-	_ = envconfig.Usagef(envPrefix, &rawConfig{}, &varCollector{out: &out}, "{{range .}}{{usage_key .}}\x00{{usage_default .}}\x00{{usage_description .}}\n{{end}}")
+	out := make([]configVar, len(options))
+	for i, o := range options {
+		out[i] = configVar{Name: name(o.name), Default: o.def, Desc: o.desc, Secret: o.secret}
+	}
 	return out
-}
-
-type varCollector struct {
-	out *[]configVar
-	buf []byte
-}
-
-func (c *varCollector) Write(b []byte) (int, error) {
-	c.buf = append(c.buf, b...)
-	for {
-		i := strings.IndexByte(string(c.buf), '\n')
-		if i < 0 {
-			return len(b), nil
-		}
-		f := strings.SplitN(string(c.buf[:i]), "\x00", 3)
-		c.buf = c.buf[i+1:]
-		if len(f) == 3 {
-			*c.out = append(*c.out, configVar{Name: f[0], Default: f[1], Desc: f[2], Secret: f[0] == name("POSTGRES_URL") || f[0] == name("POSTGRES_STANDBY_URLS")})
-		}
-	}
-}
-
-// emptyMeansDefault gives a variable that is set but empty its default, as
-// an unset one: orchestrators often render optional settings as "".
-func emptyMeansDefault(raw *rawConfig) {
-	v := reflect.ValueOf(raw).Elem()
-	t := v.Type()
-	for i := range t.NumField() {
-		if def := t.Field(i).Tag.Get("default"); def != "" && strings.TrimSpace(v.Field(i).String()) == "" {
-			v.Field(i).SetString(def)
-		}
-	}
 }

@@ -35,10 +35,13 @@ func TestConfigValid(t *testing.T) {
 	want := map[string]any{
 		"tables": []string{"public.orders", "sales.items"}, "bytes": int64(10_000_000), "scheme": "dynamodb", "target": "cdc-leases",
 		"linger": 50 * time.Millisecond, "inflight": 8, "slot": "cdcbridge", "ordering": "key", "reqbytes": int64(5 << 20),
+		// One variable, two packages: the lease and request timeouts.
+		"leader": 10 * time.Second, "lease": 10 * time.Second, "send": 10 * time.Second, "request": 10 * time.Second,
 	}
 	got := map[string]any{
-		"tables": c.PostgresTables, "bytes": c.MaxInFlightBytes, "scheme": c.CheckpointScheme, "target": c.CheckpointTarget,
-		"linger": c.KinesisLinger, "inflight": c.KinesisMaxInFlight, "slot": c.PostgresSlot, "ordering": c.Ordering, "reqbytes": c.KinesisMaxRequestBytes,
+		"tables": c.Postgres.Tables, "bytes": c.Sink.MaxInFlightBytes, "scheme": c.Store.Scheme, "target": c.Store.Target,
+		"linger": c.Sink.Linger, "inflight": c.Sink.MaxInFlight, "slot": c.Postgres.Slot, "ordering": string(c.Sink.Ordering), "reqbytes": int64(c.Sink.MaxRequestBytes),
+		"leader": c.Postgres.LeaderTimeout, "lease": c.DynamoDB.LeaseDuration, "send": c.DynamoDB.SendTimeout, "request": c.Sink.RequestTimeout,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("config (-want +got):\n%s", diff)

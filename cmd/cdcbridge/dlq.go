@@ -83,13 +83,13 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitConfig
 	}
-	cfg.DLQDir = *dir
+	cfg.Sink.DLQDir = *dir
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
 	n, err := replayDLQ(ctx, cfg, files, log)
 	fmt.Fprintf(stdout, "replayed %d event(s)\n", n)
 	if err != nil {
-		fmt.Fprintln(stderr, "dlq replay:", redactError(err.Error(), cfg.PostgresURL))
-		fmt.Fprintf(stderr, "events not accepted stay in %s; run the replay again once the cause is fixed (a record over the stream's limit needs a larger MaxRecordSizeInKiB)\n", cfg.DLQDir)
+		fmt.Fprintln(stderr, "dlq replay:", redactError(err.Error(), cfg.Postgres.URL))
+		fmt.Fprintf(stderr, "events not accepted stay in %s; run the replay again once the cause is fixed (a record over the stream's limit needs a larger MaxRecordSizeInKiB)\n", cfg.Sink.DLQDir)
 		return exitFailed
 	}
 	return exitOK
@@ -176,7 +176,7 @@ func sortedKeys(m map[int]dlqLine) []int {
 // than dead-letters again, records each accepted line, and removes files
 // fully replayed.
 func replayDLQ(ctx context.Context, cfg *Config, files []*dlqFile, log *slog.Logger) (int, error) {
-	sinkCfg := sinkConfig(cfg)
+	sinkCfg := cfg.Sink
 	sinkCfg.Oversize = "fail"
 	awsCfg, err := loadAWSConfig(ctx)
 	if err != nil {

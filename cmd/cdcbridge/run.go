@@ -94,9 +94,9 @@ func runDaemon(ctx context.Context, stderr io.Writer) int {
 		return exitConfig
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	setMemoryLimit(log, cfg.MaxInFlightBytes)
+	setMemoryLimit(log, cfg.Sink.MaxInFlightBytes)
 	if err := daemon(ctx, cfg, log); err != nil {
-		log.Error("cdcbridge stopped", "err", redactError(err.Error(), cfg.PostgresURL))
+		log.Error("cdcbridge stopped", "err", redactError(err.Error(), cfg.Postgres.URL))
 		return exitFailed
 	}
 	log.Info("cdcbridge stopped cleanly")
@@ -157,7 +157,7 @@ type pipeline struct {
 func daemon(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	h := newHealth(reg, 2*time.Minute+2*cfg.KinesisRequestTimeout)
+	h := newHealth(reg, 2*time.Minute+2*cfg.Sink.RequestTimeout)
 	ln, err := h.listen(cfg.HTTPAddr)
 	if err != nil {
 		return err
@@ -184,8 +184,8 @@ func daemon(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}()
 	registerLag(reg, p.source)
 
-	log.Info("cdcbridge starting", "version", version, "source", cfg.Source, "stream", cfg.KinesisStream,
-		"http_addr", ln.Addr().String(), "ordering", cfg.Ordering, "aggregate", cfg.KinesisAggregate)
+	log.Info("cdcbridge starting", "version", version, "source", cfg.Source, "stream", cfg.Sink.Stream,
+		"http_addr", ln.Addr().String(), "ordering", cfg.Sink.Ordering, "aggregate", cfg.Sink.Aggregate)
 
 	sourceCtx, stopSource := context.WithCancel(runCtx)
 	defer stopSource()

@@ -40,15 +40,15 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 	}
 
 	var store checkpoint.Store
-	switch cfg.CheckpointScheme {
+	switch cfg.Store.Scheme {
 	case "file":
-		s, err := filestore.Open(cfg.CheckpointTarget)
+		s, err := filestore.Open(cfg.Store.Target)
 		if err != nil {
 			return fail(fmt.Errorf("opening checkpoint store (CDCBRIDGE_CHECKPOINT_STORE): %w", err))
 		}
 		store = s
 	case "dynamodb":
-		s, err := ddbstore.Open(ctx, dynamodb.NewFromConfig(awsCfg), cfg.CheckpointTarget)
+		s, err := ddbstore.Open(ctx, dynamodb.NewFromConfig(awsCfg), cfg.Store.Target)
 		if err != nil {
 			return fail(fmt.Errorf("opening checkpoint store (CDCBRIDGE_CHECKPOINT_STORE): %w", err))
 		}
@@ -56,7 +56,7 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 	}
 	p.closers = append(p.closers, store.Close)
 
-	sinkCfg := sinkConfig(cfg)
+	sinkCfg := cfg.Sink
 	sinkCfg.Heartbeat = h.heartbeat("kinesis sink")
 	// Record sends pass the source's fence: an instance whose lease may
 	// have moved stops sending (see checkpoint/fence).
@@ -72,9 +72,8 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 
 	switch cfg.Source {
 	case "postgres":
-		pc := postgresConfig(cfg)
+		pc := cfg.Postgres
 		pc.Heartbeat = h.heartbeat("postgres source")
-		pc.LeaderTimeout = cfg.LeaseDuration // how long the server keeps a silent leader's lock
 		pc.Fence = gate
 		src, err := pgsource.New(pc, store, reg, log.With("component", "postgres"))
 		if err != nil {
@@ -89,18 +88,11 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 				return fail(err)
 			}
 		}
-		src, err := ddbsource.New(ddbsource.Config{
-			Table:         cfg.DynamoDBTable,
-			StreamARN:     cfg.DynamoDBStreamARN,
-			Start:         cfg.DynamoDBStart,
-			OnTrimmed:     cfg.DynamoDBOnTrimmed,
-			IdleInterval:  cfg.DynamoDBIdlePoll,
-			Heartbeat:     h.heartbeat("dynamodb source"),
-			Leases:        leases,
-			LeaseDuration: cfg.LeaseDuration,
-			SendTimeout:   cfg.KinesisRequestTimeout,
-			Fence:         gate,
-		}, dynamodb.NewFromConfig(awsCfg), streamsClient(awsCfg), store, reg, log.With("component", "dynamodb"))
+		dc := cfg.DynamoDB
+		dc.Heartbeat = h.heartbeat("dynamodb source")
+		dc.Leases = leases
+		dc.Fence = gate
+		src, err := ddbsource.New(dc, dynamodb.NewFromConfig(awsCfg), streamsClient(awsCfg), store, reg, log.With("component", "dynamodb"))
 		if err != nil {
 			return fail(fmt.Errorf("dynamodb source: %w", err))
 		}
@@ -108,19 +100,6 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 	}
 	h.add("source", p.source)
 	return p, nil
-}
-
-func postgresConfig(cfg *Config) pgsource.Config {
-	return pgsource.Config{
-		URL:         cfg.PostgresURL,
-		Slot:        cfg.PostgresSlot,
-		Publication: cfg.PostgresPublication,
-		Tables:      cfg.PostgresTables,
-		Snapshot:    cfg.PostgresSnapshot,
-		OnSlotLost:  cfg.PostgresOnSlotLost,
-		Failover:    cfg.PostgresFailover,
-		StandbyURLs: cfg.PostgresStandbyURLs,
-	}
 }
 
 // leaseOwner names this process in lease tables: host, pid and a random
@@ -139,23 +118,4 @@ func streamsClient(awsCfg aws.Config) *dynamodbstreams.Client {
 		tr.MaxIdleConnsPerHost = 256
 	})
 	return dynamodbstreams.NewFromConfig(awsCfg, func(o *dynamodbstreams.Options) { o.HTTPClient = httpClient })
-}
-
-func sinkConfig(cfg *Config) kinesissink.Config {
-	return kinesissink.Config{
-		Stream:            cfg.KinesisStream,
-		Linger:            cfg.KinesisLinger,
-		MaxInFlight:       cfg.KinesisMaxInFlight,
-		Aggregate:         cfg.KinesisAggregate,
-		ConnectTimeout:    cfg.KinesisConnectTimeout,
-		RequestTimeout:    cfg.KinesisRequestTimeout,
-		Ordering:          kinesissink.Ordering(cfg.Ordering),
-		Oversize:          cfg.Oversize,
-		DLQDir:            cfg.DLQDir,
-		MaxInFlightBytes:  cfg.MaxInFlightBytes,
-		MaxInFlightEvents: cfg.MaxInFlightEvents,
-		MaxRequestBytes:   int(cfg.KinesisMaxRequestBytes),
-		AggregateMaxBytes: int(cfg.KinesisAggregateMax),
-		ShardHeadroom:     cfg.KinesisShardHeadroom,
-	}
 }
