@@ -25,8 +25,14 @@
 //     stream then starts at the slot's consistent point (no gap, no
 //     overlap). A snapshot interrupted by a crash is started over with a
 //     new slot.
-//   - A slot this bridge streamed from that is gone or invalidated is never
-//     silently replaced (CDCBRIDGE_POSTGRES_ON_SLOT_LOST decides).
+//   - A slot this bridge streamed from that is gone or invalidated, that
+//     something moved past what the bridge confirmed (the checkpoint store
+//     learns each position before the server does), or that another
+//     cluster now answers for, is never silently replaced or trusted
+//     (CDCBRIDGE_POSTGRES_ON_SLOT_LOST decides). A failover slot
+//     (PostgreSQL 17+) survives the promotion of a standby that kept a
+//     synced copy; streaming resumes from that copy, at or behind the
+//     last confirmed position.
 //   - One instance per slot streams: the holder of a session-level advisory
 //     lock derived from the slot name. It stops at once when the lock's
 //     connection breaks; standbys wait on the lock and take over.
