@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -332,7 +333,7 @@ func TestCheck(t *testing.T) {
 		return code, string(out)
 	}
 	code, out := run("CDCBRIDGE_KINESIS_STREAM="+stream, "CDCBRIDGE_POSTGRES_URL="+pg.URL("postgres"))
-	if code != 0 || strings.Contains(out, "fail ") {
+	if code != 0 || regexp.MustCompile(`(?m)^fail\s`).MatchString(out) {
 		t.Fatalf("check on a good set-up: exit %d\n%s", code, out)
 	}
 	for _, want := range []string{"ok    kinesis stream", "ok    kinesis put permission", "ok    checkpoint store", "postgres"} {
