@@ -5,7 +5,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: deps build image test lint demo bench chaos
+.PHONY: deps build image test lint tidy-check demo bench chaos
 
 deps:
 	scripts/install-test-deps
@@ -22,14 +22,20 @@ image: build
 		go run ./internal/image/cmd/mkimage -binary bin/cdcbridge \
 		-version $(VERSION) -revision $(COMMIT) -o bin/cdcbridge-image.tar
 
-test: deps
+test: deps tidy-check
 	go vet ./...
 	go test -race -count=1 -timeout 30m ./...
 
-lint:
+lint: tidy-check
 	@files=$$(gofmt -l .); \
 	if [ -n "$$files" ]; then echo "gofmt needed on:"; echo "$$files"; exit 1; fi
 	go vet ./...
+
+# go.mod and go.sum are what `go mod tidy` makes of the imports (test-only
+# modules included); `go mod tidy -diff` changes nothing and prints what
+# tidying would change. Part of lint and of test, so CI runs it.
+tidy-check:
+	@go mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy and commit them"; exit 1; }
 
 # End to end on local stand-ins: PostgreSQL 15 and kinesalite.
 demo:
