@@ -82,8 +82,7 @@ func Check(ctx context.Context, cfg Config) []CheckResult {
 				Fix:    fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s, or create the publication yourself", quoteIdent(srv.database), quoteIdent(srv.user))})
 			break
 		}
-		src := &Source{cfg: cfg}
-		tables, err := src.candidateTables(ctx, pool)
+		tables, err := candidateTables(ctx, pool, cfg.Tables)
 		if err != nil {
 			out = append(out, CheckResult{Name: "publication", Status: "fail", Detail: err.Error()})
 			break

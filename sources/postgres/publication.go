@@ -54,10 +54,11 @@ type pubTable struct {
 func (t pubTable) qualified() string { return quoteIdent(t.schema) + "." + quoteIdent(t.name) }
 func (t pubTable) String() string    { return t.schema + "." + t.name }
 
-// candidateTables lists the tables the bridge would publish: cfg.Tables,
+// candidateTables lists the tables the bridge would publish: tables (as
+// schema.table),
 // or every permanent ordinary or partitioned table (partitions are covered
 // by their root) outside the system schemas.
-func (s *Source) candidateTables(ctx context.Context, q catalogQuerier) ([]pubTable, error) {
+func candidateTables(ctx context.Context, q catalogQuerier, tables []string) ([]pubTable, error) {
 	rows, err := q.Query(ctx, `SELECT c.oid::int8, n.nspname::text, c.relname::text,
 			CASE c.relreplident
 				WHEN 'f' THEN true
@@ -75,9 +76,9 @@ func (s *Source) candidateTables(ctx context.Context, q catalogQuerier) ([]pubTa
 	}
 	defer rows.Close()
 	var want map[string]bool
-	if len(s.cfg.Tables) > 0 {
+	if len(tables) > 0 {
 		want = make(map[string]bool)
-		for _, t := range s.cfg.Tables {
+		for _, t := range tables {
 			schema, name, _ := splitTableName(t)
 			want[schema+"."+name] = true
 		}
@@ -190,7 +191,7 @@ func (s *Source) createPublications(ctx context.Context, pool *pgxpool.Pool, mai
 	if err != nil {
 		return err
 	}
-	tables, err := s.candidateTables(ctx, pool)
+	tables, err := candidateTables(ctx, pool, s.cfg.Tables)
 	if err != nil {
 		return err
 	}
@@ -331,7 +332,7 @@ func (s *Source) syncOnce(ctx context.Context, pool *pgxpool.Pool, warned map[st
 		return fmt.Errorf("publication %s no longer exists", main)
 	}
 	comp, hasComp := pubs[companion]
-	tables, err := s.candidateTables(ctx, pool)
+	tables, err := candidateTables(ctx, pool, s.cfg.Tables)
 	if err != nil {
 		return err
 	}
