@@ -55,9 +55,8 @@ func (t pubTable) qualified() string { return quoteIdent(t.schema) + "." + quote
 func (t pubTable) String() string    { return t.schema + "." + t.name }
 
 // candidateTables lists the tables the bridge would publish: tables (as
-// schema.table),
-// or every permanent ordinary or partitioned table (partitions are covered
-// by their root) outside the system schemas.
+// schema.table), or every permanent ordinary or partitioned table
+// (partitions are covered by their root) outside the system schemas.
 func candidateTables(ctx context.Context, q catalogQuerier, tables []string) ([]pubTable, error) {
 	rows, err := q.Query(ctx, `SELECT c.oid::int8, n.nspname::text, c.relname::text,
 			CASE c.relreplident
