@@ -18,8 +18,8 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/checkpoint"
 	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
-	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
 	filestore "github.com/cdcbridge/cdcbridge/checkpoint/file"
+	"github.com/cdcbridge/cdcbridge/internal/fence"
 	kinesissink "github.com/cdcbridge/cdcbridge/sink/kinesis"
 	ddbsource "github.com/cdcbridge/cdcbridge/sources/dynamodb"
 	pgsource "github.com/cdcbridge/cdcbridge/sources/postgres"
@@ -59,7 +59,7 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 	sinkCfg := cfg.Sink
 	sinkCfg.Heartbeat = h.heartbeat("kinesis sink")
 	// Record sends pass the source's fence: an instance whose lease may
-	// have moved stops sending (see checkpoint/fence).
+	// have moved stops sending (see internal/fence).
 	gate := fence.New(0)
 	kc := kinesissink.NewClient(awsCfg, sinkCfg)
 	kc = kinesis.New(kc.Options(), func(o *kinesis.Options) { o.HTTPClient = gate.Client(o.HTTPClient, fence.PutRecords) })

@@ -9,7 +9,7 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/checkpoint"
 	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
-	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
+	"github.com/cdcbridge/cdcbridge/internal/fence"
 )
 
 // Shard leases (Config.Leases): several instances read one stream, each
@@ -39,7 +39,7 @@ import (
 //   - The records of an ended tenure still in the sink are sent until
 //     validTo. If some are still there at validTo, the gate keeps them from
 //     being sent, and they cannot be taken back: Run then fails with
-//     ErrFenced so that a restart continues from the checkpoints.
+//     fence.ErrFenced so that a restart continues from the checkpoints.
 //   - Checkpoints of a tenure are written only while this instance owns
 //     the lease (a conditional write); a refused checkpoint ends the tenure.
 //
@@ -50,11 +50,6 @@ import (
 // Kinesis, 3 to 4 s after the cut with 2 s and 1 s. A graceful stop hands
 // its leases over at once. A newcomer steals one lease per lease duration
 // plus request timeout until the shares differ by at most one.
-
-// ErrFenced is returned by Run when records of a shard whose lease another
-// instance took over could not be delivered before the lease ran out: they
-// must never be delivered now, and only a restart clears them from the sink.
-var ErrFenced = errors.New("records of a shard whose lease moved to another instance are stuck in the sink")
 
 type tenureState int
 
@@ -139,8 +134,9 @@ func (m *leaseManager) notify() {
 }
 
 // keep renews the tenures, pauses those whose renewals are overdue, and
-// watches the records of ended tenures until ctx ends. It returns ErrFenced
-// (wrapped) when such records got stuck.
+// watches the records of ended tenures until ctx ends. It returns
+// fence.ErrFenced (wrapped) when such records got stuck: they must never be
+// delivered now, and only a restart clears them from the sink.
 func (m *leaseManager) keep(ctx context.Context) error {
 	defer m.renewWG.Wait()
 	t := time.NewTicker(max(m.d/12, 10*time.Millisecond))
@@ -287,7 +283,8 @@ func (m *leaseManager) checkDraining() error {
 	m.draining = kept
 	if len(stuck) > 0 && m.gate != nil {
 		return fmt.Errorf("dynamodb source: shards %v: their leases moved to another instance while some of their records were still waiting for Kinesis; "+
-			"those must not be sent any more, so this instance stops (a restart continues from the checkpoints): %w", stuck, ErrFenced)
+			"those must not be sent any more, so this instance stops (a restart continues from the checkpoints): "+
+			"records of a shard whose lease moved to another instance are stuck in the sink: %w", stuck, fence.ErrFenced)
 	}
 	return nil
 }

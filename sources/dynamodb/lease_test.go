@@ -19,7 +19,7 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/cdc"
 	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
-	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
+	"github.com/cdcbridge/cdcbridge/internal/fence"
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
 )
 
@@ -435,7 +435,7 @@ func TestLeaseLineageAcrossInstances(t *testing.T) {
 // TestLeaseFencedRecordsStop: an instance whose sink cannot deliver is cut
 // off; its leases move to another instance. While its records wait, the
 // fence gate refuses to send them once the leases ran out, and when the
-// instance learns the leases are gone it stops with ErrFenced (only a
+// instance learns the leases are gone it stops with fence.ErrFenced (only a
 // restart clears the sink).
 func TestLeaseFencedRecordsStop(t *testing.T) {
 	f := newFakeStreams(t)
@@ -468,8 +468,8 @@ func TestLeaseFencedRecordsStop(t *testing.T) {
 	}
 	x.cut.cut.Store(false)
 	err := x.run.wait(t, 30*time.Second)
-	if !errors.Is(err, ErrFenced) {
-		t.Fatalf("x ended with %v, want ErrFenced", err)
+	if !errors.Is(err, fence.ErrFenced) {
+		t.Fatalf("x ended with %v, want fence.ErrFenced", err)
 	}
 	if err := y.run.stop(t); err != nil {
 		t.Errorf("y: %v", err)

@@ -61,7 +61,7 @@ import (
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/checkpoint"
 	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
-	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
+	"github.com/cdcbridge/cdcbridge/internal/fence"
 )
 
 // Start positions for shards of a stream read for the first time.
@@ -139,7 +139,7 @@ type Config struct {
 	// last attempt ended.
 	SendTimeout time.Duration
 	// Fence, when set, is the gate of the sink's sends (see
-	// checkpoint/fence): each tenure keeps a hold on it, so that the
+	// internal/fence): each tenure keeps a hold on it, so that the
 	// records of a shard stop being sent when its lease may have moved.
 	Fence *fence.Gate
 }

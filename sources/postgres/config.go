@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
+	"github.com/cdcbridge/cdcbridge/internal/fence"
 )
 
 // Config configures the PostgreSQL source. Zero values take the documented

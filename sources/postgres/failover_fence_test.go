@@ -8,7 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
+	"github.com/cdcbridge/cdcbridge/internal/fence"
 )
 
 // A leader whose lock session is terminated while its events wait in the

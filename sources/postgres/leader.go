@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/cdcbridge/cdcbridge/checkpoint/fence"
+	"github.com/cdcbridge/cdcbridge/internal/fence"
 )
 
 // Leadership: one bridge per slot streams. Before it touches the slot, an

@@ -6,7 +6,10 @@
 // when its ownership is certain: the send time of its last successful lease
 // renewal plus the lease period (nobody can take the lease over before). It
 // keeps a Hold per partition with that time. The Gate wraps the HTTP client
-// that sends records downstream (Client); every attempt passes through it.
+// that sends records downstream (Client): cmd/cdcbridge puts it into the
+// Kinesis client for PutRecords, so every attempt passes through it. The
+// sources take holds and the sink's client is gated, so the package
+// belongs to neither.
 //
 // Guarantees, for the attempts that pass through Client:
 //   - While a hold is busy (its partition has records handed to the sink and
@@ -31,7 +34,9 @@ import (
 	"time"
 )
 
-// ErrFenced is the error of an attempt the gate refused or cut short.
+// ErrFenced is the error of an attempt the gate refused or cut short, and
+// the one a source wraps when it stops because records of a partition it
+// lost are stuck in the sink (see Stuck).
 var ErrFenced = errors.New("fenced: a partition whose records are in flight may belong to another instance now")
 
 // DefaultMargin is the margin of New(0): how long before a hold's time the
