@@ -5,8 +5,9 @@
 //  1. the ceiling: pg_recvlogical draining a copy of the bridge's slot with
 //     pgoutput into /dev/null;
 //  2. the bin/cdcbridge binary draining another copy into a null Kinesis
-//     endpoint (benchnull, its own process), aggregation off and on, with
-//     the bridge's CPU time and peak RSS from /proc;
+//     endpoint (internal/kinesisfake/cmd/nullkinesis, its own process),
+//     aggregation off and on, with the bridge's CPU time and peak RSS
+//     from /proc;
 //  3. commit-to-accepted latency at a steady rate;
 //  4. peak RSS while one very large transaction flows;
 //  5. DynamoDB Local's stream, and a scripted DynamoDB Streams server,
@@ -122,12 +123,12 @@ func run(ctx context.Context) error {
 
 // bench holds the servers and results of one benchmark run.
 type bench struct {
-	opts      options
-	root      string
-	bin       string // bin/cdcbridge, as make build made it
-	profBin   string // the same with a pprof listener (-profile)
-	benchnull string
-	work      string // logs and state of this run (out/logs)
+	opts        options
+	root        string
+	bin         string // bin/cdcbridge, as make build made it
+	profBin     string // the same with a pprof listener (-profile)
+	nullkinesis string
+	work        string // logs and state of this run (out/logs)
 
 	pg   *testenv.Postgres
 	conn *pgx.Conn
@@ -221,15 +222,15 @@ func (b *bench) run(ctx context.Context) error {
 	return b.report(m)
 }
 
-// buildTools builds benchnull and, with -profile, a bin/cdcbridge with a
+// buildTools builds nullkinesis and, with -profile, a bin/cdcbridge with a
 // pprof listener: an overlay adds one file to package main, so the
 // profiled binary is otherwise the one measured.
 func (b *bench) buildTools(ctx context.Context) error {
-	b.benchnull = filepath.Join(b.opts.outDir, "benchnull")
-	build := exec.CommandContext(ctx, "go", "build", "-o", b.benchnull, "./bench/cmd/benchnull")
+	b.nullkinesis = filepath.Join(b.opts.outDir, "nullkinesis")
+	build := exec.CommandContext(ctx, "go", "build", "-o", b.nullkinesis, "./internal/kinesisfake/cmd/nullkinesis")
 	build.Dir = b.root
 	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building benchnull: %v\n%s", err, out)
+		return fmt.Errorf("building nullkinesis: %v\n%s", err, out)
 	}
 	if !b.opts.profile {
 		return nil

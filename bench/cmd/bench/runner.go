@@ -15,14 +15,13 @@ import (
 	"time"
 )
 
-// endpoint is a running benchnull process.
+// endpoint is a running nullkinesis process.
 type endpoint struct {
 	*child
-	URL   string // Kinesis endpoint
-	stats string // latency endpoint
+	URL string // Kinesis endpoint; GET /_fake/counts and /_fake/latency there
 }
 
-// endpointCounts is the part of kinesisfake.Counts the benchmark reads.
+// endpointCounts is the part of nullkinesis's counts the benchmark reads.
 type endpointCounts struct {
 	PutRequests  int64
 	Accepted     int64
@@ -40,12 +39,12 @@ func (b *bench) startEndpoint(name string, latency bool) (*endpoint, error) {
 	if latency {
 		args = append(args, "-latency")
 	}
-	cmd := exec.Command(b.benchnull, args...)
+	cmd := exec.Command(b.nullkinesis, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	c, err := startChild("benchnull", cmd, filepath.Join(b.work, name+"-endpoint.log"))
+	c, err := startChild("nullkinesis", cmd, filepath.Join(b.work, name+"-endpoint.log"))
 	if err != nil {
 		return nil, err
 	}
@@ -61,12 +60,12 @@ func (b *bench) startEndpoint(name string, latency bool) (*endpoint, error) {
 	case line = <-first:
 	case <-time.After(10 * time.Second):
 	}
-	var addrs struct{ URL, Stats string }
-	if err := json.Unmarshal([]byte(line), &addrs); err != nil || addrs.URL == "" {
+	url := strings.TrimSpace(line)
+	if !strings.HasPrefix(url, "http://") {
 		c.stop(syscall.SIGKILL, 0)
-		return nil, fmt.Errorf("benchnull did not start (%q): %s", line, c.logTail(10))
+		return nil, fmt.Errorf("nullkinesis did not start (%q): %s", line, c.logTail(10))
 	}
-	return &endpoint{child: c, URL: addrs.URL, stats: addrs.Stats}, nil
+	return &endpoint{child: c, URL: url}, nil
 }
 
 func (e *endpoint) counts() (endpointCounts, error) {
@@ -79,7 +78,7 @@ func (e *endpoint) counts() (endpointCounts, error) {
 	return c, json.NewDecoder(resp.Body).Decode(&c)
 }
 
-// latencySummary mirrors benchnull's Summary.
+// latencySummary mirrors nullkinesis's Summary.
 type latencySummary struct {
 	N    int     `json:"n"`
 	Bad  int64   `json:"bad"`
@@ -91,7 +90,7 @@ type latencySummary struct {
 
 func (e *endpoint) latency(reset bool) (latencySummary, error) {
 	var s latencySummary
-	u := e.stats + "/latency"
+	u := e.URL + "/_fake/latency"
 	if reset {
 		u += "?reset=1"
 	}

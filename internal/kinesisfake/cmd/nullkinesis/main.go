@@ -1,13 +1,37 @@
-// Command nullkinesis serves a null Kinesis endpoint (see package
-// kinesisfake): it accepts PutRecords, decodes and counts what it is sent
-// and answers success. Benchmarks run it in its own process so that its CPU
-// time is not counted as the producer's.
+// Command nullkinesis is the null Kinesis endpoint that benchmarks write to
+// (the producer's in sink/kinesis, `make bench`), in a process of its own so
+// that its CPU time is not the producer's. On a 2-core machine the endpoint
+// shares the cores with the bridge and PostgreSQL, so its PutRecords path
+// is lean: the request is scanned without reflection into reused buffers.
+// It still does everything that makes the count honest:
 //
-//	nullkinesis -addr 127.0.0.1:4567 -shards 64 -stream bench
+//   - AWS's PutRecords limits are enforced (500 records, -max-request-bytes,
+//     the record size of -max-record-kib, partition keys of 1 to 256
+//     characters); a request over them is rejected as Kinesis would;
+//   - every record's data is base64-decoded, and KPL aggregates are
+//     de-aggregated (their MD5 digest checked) with sink/kinesis/kpl;
+//   - every user record must be a cdcbridge envelope: it starts with
+//     {"specversion":"1.0","id":"...", and its id is remembered, so that
+//     the count of distinct ids (Unique) is what a consumer dropping
+//     duplicates would see;
+//   - every record is routed to the shard owning its hash key (the MD5 of
+//     its partition key, or its explicit hash key), and answered with that
+//     shard's id and a sequence number increasing over the stream.
+//
+// Every other operation (DescribeStreamSummary, ListShards) is answered by
+// a kinesisfake null-mode server, whose shard map the PutRecords path uses.
+//
+// With -latency it also takes, for every user record, the time since the
+// commit timestamp in the envelope's "time" attribute. The clock is read
+// when the request has been read, so the figure slightly overstates
+// commit-to-received time.
+//
+//	nullkinesis -addr 127.0.0.1:4567 -shards 512 -stream bench [-latency]
 //
 // It prints its URL on the first line of standard output, its counts as
-// JSON every -every interval and on exit (SIGINT, SIGTERM); GET
-// /_fake/counts returns them too.
+// JSON every -every interval and on exit (SIGINT, SIGTERM). On the same
+// address, GET /_fake/counts returns the counts and GET /_fake/latency the
+// latency summary (?reset=1 starts a new window).
 package main
 
 import (
@@ -16,8 +40,11 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,31 +65,42 @@ func run(ctx context.Context) error {
 	stream := flag.String("stream", "null", "stream name")
 	shards := flag.Int("shards", 4, "open shards")
 	onDemand := flag.Bool("on-demand", false, "report ON_DEMAND capacity mode")
-	maxKiB := flag.Int("max-record-kib", 0, "MaxRecordSizeInKiB to report (0: absent, meaning 1024)")
+	maxKiB := flag.Int("max-record-kib", 0, "MaxRecordSizeInKiB to report and enforce (0: absent, meaning 1024)")
 	maxRequest := flag.Int("max-request-bytes", 5<<20, "PutRecords request limit (data plus partition keys)")
+	latency := flag.Bool("latency", false, "record commit-to-accepted latency of every user record")
 	every := flag.Duration("every", 0, "print counts at this interval (0: only on exit)")
 	flag.Parse()
+
+	// The fake listens on a loopback port of its own that nobody uses:
+	// requests reach it through its handler.
+	fake := kinesisfake.New(kinesisfake.Options{StreamName: *stream, Shards: *shards, OnDemand: *onDemand})
+	defer fake.Close()
+	lim := limits{maxRequestBytes: *maxRequest, maxRecordBytes: 1 << 20}
+	if *maxKiB > 0 {
+		kib := int32(*maxKiB)
+		fake.SetOverrides(kinesisfake.Overrides{MaxRecordSizeInKiB: &kib})
+		lim.maxRecordBytes = *maxKiB << 10
+	}
+	m, err := loadShardMap(fake, *stream)
+	if err != nil {
+		return err
+	}
+	n := newNull(*stream, m, fake, lim)
+	if *latency {
+		n.lat = &latencies{}
+	}
 
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
-	s := kinesisfake.New(kinesisfake.Options{
-		StreamName: *stream,
-		Shards:     *shards,
-		OnDemand:   *onDemand,
-		Limits:     kinesisfake.Limits{MaxRequestBytes: *maxRequest},
-		Listener:   l,
-	})
-	defer s.Close()
-	if *maxKiB > 0 {
-		kib := int32(*maxKiB)
-		s.SetOverrides(kinesisfake.Overrides{MaxRecordSizeInKiB: &kib})
-	}
-	fmt.Println(s.URL)
+	srv := &http.Server{Handler: n}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	fmt.Println("http://" + l.Addr().String())
 
 	print := func() {
-		b, _ := json.Marshal(s.Counts())
+		b, _ := json.Marshal(n.counts())
 		fmt.Println(string(b))
 	}
 	var tick <-chan time.Time
@@ -80,4 +118,38 @@ func run(ctx context.Context) error {
 			print()
 		}
 	}
+}
+
+// loadShardMap asks the fake for its shards.
+func loadShardMap(fake http.Handler, stream string) (*shardMap, error) {
+	in, _ := json.Marshal(map[string]any{"StreamName": stream, "MaxResults": 10000})
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(string(in)))
+	req.Header.Set("X-Amz-Target", "Kinesis_20131202.ListShards")
+	fake.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		return nil, fmt.Errorf("ListShards: HTTP %d: %s", rec.Code, rec.Body)
+	}
+	var out struct {
+		Shards []struct {
+			ShardId      string
+			HashKeyRange struct{ StartingHashKey, EndingHashKey string }
+		}
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		return nil, fmt.Errorf("ListShards: %w", err)
+	}
+	m := &shardMap{}
+	for _, s := range out.Shards {
+		lo, ok1 := parseHashKey(s.HashKeyRange.StartingHashKey)
+		hi, ok2 := parseHashKey(s.HashKeyRange.EndingHashKey)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("ListShards: bad hash key range of %s", s.ShardId)
+		}
+		m.add(s.ShardId, lo, hi)
+	}
+	if len(m.shards) == 0 {
+		return nil, fmt.Errorf("ListShards: no shards")
+	}
+	return m, nil
 }

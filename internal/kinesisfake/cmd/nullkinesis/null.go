@@ -16,13 +16,17 @@ import (
 	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 )
 
-// AWS's PutRecords limits.
+// AWS's fixed PutRecords limits.
 const (
-	maxRecords      = 500
-	maxRequestBytes = 5 << 20 // data plus partition keys
-	maxRecordBytes  = 1 << 20 // data plus partition key
-	maxKeyChars     = 256
+	maxRecords  = 500
+	maxKeyChars = 256
 )
+
+// limits are the PutRecords limits a stream may move.
+type limits struct {
+	maxRequestBytes int // data plus partition keys
+	maxRecordBytes  int // data plus partition key
+}
 
 // Counts are the endpoint's counters.
 type Counts struct {
@@ -43,6 +47,7 @@ type null struct {
 	stream, arn string
 	m           *shardMap
 	fake        http.Handler
+	lim         limits
 	lat         *latencies
 
 	seq  atomic.Uint64
@@ -68,12 +73,13 @@ const (
 	cRejected
 )
 
-func newNull(stream string, m *shardMap, fake http.Handler) *null {
+func newNull(stream string, m *shardMap, fake http.Handler, lim limits) *null {
 	return &null{
 		stream: stream,
 		arn:    "arn:aws:kinesis:us-east-1:000000000000:stream/" + stream,
 		m:      m,
 		fake:   fake,
+		lim:    lim,
 		ids:    make(map[uint64]struct{}, 1<<20),
 		seed:   maphash.MakeSeed(),
 	}
@@ -86,11 +92,19 @@ func (n *null) counts() Counts {
 }
 
 func (n *null) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodGet && r.URL.Path == "/_fake/counts" {
-		b, _ := json.Marshal(n.counts())
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(b)
-		return
+	if r.Method == http.MethodGet {
+		switch r.URL.Path {
+		case "/_fake/counts":
+			writeStats(w, n.counts())
+			return
+		case "/_fake/latency":
+			var sum Summary
+			if n.lat != nil {
+				sum = n.lat.summary(r.URL.Query().Get("reset") == "1")
+			}
+			writeStats(w, sum)
+			return
+		}
 	}
 	n.c[cRequests].Add(1)
 	if r.Header.Get("X-Amz-Target") != "Kinesis_20131202.PutRecords" {
@@ -147,8 +161,8 @@ func (n *null) check(q *request) (code, msg string) {
 			return "ValidationException", fmt.Sprintf("1 validation error detected: Value at 'records.%d.member.partitionKey' failed to satisfy constraint: Member must have length between 1 and %d", i+1, maxKeyChars)
 		}
 		size := len(e.data) + len(e.pk)
-		if size > maxRecordBytes {
-			return "ValidationException", fmt.Sprintf("1 validation error detected: Value at 'records.%d.member.data' failed to satisfy constraint: record of %d bytes exceeds %d", i+1, size, maxRecordBytes)
+		if size > n.lim.maxRecordBytes {
+			return "ValidationException", fmt.Sprintf("1 validation error detected: Value at 'records.%d.member.data' failed to satisfy constraint: record of %d bytes exceeds %d", i+1, size, n.lim.maxRecordBytes)
 		}
 		if e.hasEHK {
 			if _, ok := parseHashKey(string(e.ehk)); !ok {
@@ -157,8 +171,8 @@ func (n *null) check(q *request) (code, msg string) {
 		}
 		total += size
 	}
-	if total > maxRequestBytes {
-		return "InvalidArgumentException", fmt.Sprintf("Records size exceeds %d bytes limit (got %d)", maxRequestBytes, total)
+	if total > n.lim.maxRequestBytes {
+		return "InvalidArgumentException", fmt.Sprintf("Records size exceeds %d bytes limit (got %d)", n.lim.maxRequestBytes, total)
 	}
 	return "", ""
 }
@@ -247,6 +261,12 @@ func (n *null) appendResponse(b []byte, q *request) []byte {
 		b = append(b, `"}`...)
 	}
 	return append(b, "]}"...)
+}
+
+func writeStats(w http.ResponseWriter, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
 }
 
 func writeError(w http.ResponseWriter, code, msg string) {

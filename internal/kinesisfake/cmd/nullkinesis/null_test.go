@@ -13,7 +13,7 @@ import (
 	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 )
 
-func newTestNull(t *testing.T) *httptest.Server {
+func newTestNull(t *testing.T, latency bool) *httptest.Server {
 	t.Helper()
 	fake := kinesisfake.New(kinesisfake.Options{StreamName: "s", Shards: 4})
 	t.Cleanup(fake.Close)
@@ -21,7 +21,11 @@ func newTestNull(t *testing.T) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(newNull("s", m, fake))
+	n := newNull("s", m, fake, limits{maxRequestBytes: 5 << 20, maxRecordBytes: 1 << 20})
+	if latency {
+		n.lat = &latencies{}
+	}
+	srv := httptest.NewServer(n)
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -58,24 +62,26 @@ func put(t *testing.T, url, body string) (int, string) {
 	return resp.StatusCode, b.String()
 }
 
-func counts(t *testing.T, url string) Counts {
+func getJSON[T any](t *testing.T, url string) T {
 	t.Helper()
-	resp, err := http.Get(url + "/_fake/counts")
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var c Counts
-	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+	var v T
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return v
 }
+
+func counts(t *testing.T, url string) Counts { return getJSON[Counts](t, url+"/_fake/counts") }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func TestPutRecordsCounts(t *testing.T) {
-	srv := newTestNull(t)
+	srv := newTestNull(t, false)
 	var agg kpl.Aggregator
 	agg.Add("k2", []byte(envelope("b")))
 	agg.Add("k3", []byte(envelope("c")))
@@ -98,7 +104,7 @@ func TestPutRecordsCounts(t *testing.T) {
 }
 
 func TestPutRecordsRejects(t *testing.T) {
-	srv := newTestNull(t)
+	srv := newTestNull(t, false)
 	long := strings.Repeat("x", 257)
 	for name, body := range map[string]string{
 		"stream":     `{"StreamName":"other","Records":[{"Data":"` + b64(envelope("a")) + `","PartitionKey":"k"}]}`,
@@ -106,12 +112,13 @@ func TestPutRecordsRejects(t *testing.T) {
 		"base64":     `{"StreamName":"s","Records":[{"Data":"!!!","PartitionKey":"k"}]}`,
 		"json":       `{"StreamName":"s","Records":[{"Data":"` + b64(envelope("a")) + `","PartitionKey":"k"}`,
 		"no records": `{"StreamName":"s","Records":[]}`,
+		"record":     `{"StreamName":"s","Records":[{"Data":"` + b64(strings.Repeat("x", 1<<20)) + `","PartitionKey":"k"}]}`,
 	} {
 		if code, _ := put(t, srv.URL, body); code != http.StatusBadRequest {
 			t.Errorf("%s: HTTP %d, want 400", name, code)
 		}
 	}
-	if c := counts(t, srv.URL); c.Rejected != 5 || c.UserRecords != 0 {
+	if c := counts(t, srv.URL); c.Rejected != 6 || c.UserRecords != 0 {
 		t.Fatalf("counts %+v", c)
 	}
 	// Not an envelope: accepted (Kinesis takes any bytes), counted as bad.
@@ -132,5 +139,21 @@ func TestParseHashKey(t *testing.T) {
 	}
 	if h, _ := parseHashKey("18446744073709551616"); h != (hashKey{1, 0}) {
 		t.Errorf("2^64 parsed as %+v", h)
+	}
+}
+
+func TestLatency(t *testing.T) {
+	srv := newTestNull(t, true)
+	body := `{"StreamName":"s","Records":[` +
+		`{"Data":"` + b64(envelope("a")) + `","PartitionKey":"k"},` +
+		`{"Data":"` + b64(`{"specversion":"1.0","id":"b","data":{}}`) + `","PartitionKey":"k"}]}`
+	if code, errType := put(t, srv.URL, body); code != http.StatusOK {
+		t.Fatalf("HTTP %d %s", code, errType)
+	}
+	if s := getJSON[Summary](t, srv.URL+"/_fake/latency?reset=1"); s.N != 1 || s.Bad != 1 || s.P50 <= 0 {
+		t.Fatalf("latency %+v, want one sample (the envelope's time is in the past) and one without a time", s)
+	}
+	if s := getJSON[Summary](t, srv.URL+"/_fake/latency"); s.N != 0 || s.Bad != 0 {
+		t.Fatalf("latency after reset %+v, want an empty window", s)
 	}
 }
