@@ -3,8 +3,7 @@ package kinesis
 // aggregate builds one aggregate from s's ready keys, at most capBytes
 // (partition key included), and adds it to b. It returns the user records
 // taken and the entry's size.
-func (p *Producer) aggregate(b *batch, s *shard, capBytes int) (int, int) {
-	l := &p.loop
+func (l *loop) aggregate(b *batch, s *shard, capBytes int) (int, int) {
 	a := &l.agg
 	a.Reset()
 	first := len(b.recs)
@@ -33,7 +32,7 @@ func (p *Producer) aggregate(b *batch, s *shard, capBytes int) (int, int) {
 		if take == 0 {
 			break
 		}
-		p.unready(s, k)
+		l.unready(s, k)
 		k.sent = take
 		if take < k.n {
 			break // the aggregate is full
@@ -51,6 +50,6 @@ func (p *Producer) aggregate(b *batch, s *shard, capBytes int) (int, int) {
 	}
 	blob := a.Bytes(getBuf(a.Size()))
 	b.addAggregate(s, l.smap.version, first, blob, aggPK)
-	p.m.userPerAgg.Observe(float64(n))
+	l.m.userPerAgg.Observe(float64(n))
 	return n, len(blob) + len(*aggPK)
 }

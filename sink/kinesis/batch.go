@@ -1,7 +1,6 @@
 package kinesis
 
 import (
-	"context"
 	"sync"
 	"time"
 
@@ -116,9 +115,4 @@ func (b *batch) dropBlobs() {
 			b.entries[i].Data = nil
 		}
 	}
-}
-
-// putter sends one batch and fills b.res on success.
-type putter interface {
-	put(ctx context.Context, b *batch) error
 }

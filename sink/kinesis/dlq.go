@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
+	"github.com/cdcbridge/cdcbridge/internal/backoff"
 )
 
 // The dead-letter directory keeps events the stream cannot take: records
@@ -33,7 +34,7 @@ type dlqJob struct {
 	limit  int // the stream's record limit, for the placeholder
 }
 
-// dlqDone is the writer's answer, sent to the run loop.
+// dlqDone is the writer's answer, sent to the loop.
 type dlqDone struct {
 	job dlqJob
 	buf []byte // the placeholder's envelope
@@ -48,6 +49,7 @@ type dlqWriter struct {
 	// reports a fatal error (0: forever); log gets the failures.
 	limit time.Duration
 	log   *slog.Logger
+	retry backoff.Backoff // between attempts at one line
 
 	mu    sync.Mutex
 	queue []dlqJob
@@ -90,9 +92,9 @@ func (w *dlqWriter) enqueue(j dlqJob) {
 // run writes queued jobs in order until ctx ends. A failed write is
 // undone (the file is cut back) and retried with backoff: a dead-letter
 // event is never dropped. When one line keeps failing for longer than
-// limit, the writer sends a fatal error to the run loop and stops: the
+// limit, the writer sends a fatal error to the loop and stops: the
 // event stays unacknowledged, so the source keeps it for the next start.
-func (w *dlqWriter) run(ctx context.Context, base, maxD time.Duration, st *statusBox) error {
+func (w *dlqWriter) run(ctx context.Context, st *statusBox) error {
 	defer func() {
 		if w.f != nil {
 			w.f.Close()
@@ -117,6 +119,7 @@ func (w *dlqWriter) run(ctx context.Context, base, maxD time.Duration, st *statu
 			continue
 		}
 		var failingSince time.Time
+		bo := w.retry
 		for attempt := 1; ; attempt++ {
 			ref, err := w.write(j)
 			if err == nil {
@@ -146,12 +149,8 @@ func (w *dlqWriter) run(ctx context.Context, base, maxD time.Duration, st *statu
 				}
 				return nil
 			}
-			t := time.NewTimer(backoff(base, maxD, attempt))
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if bo.Wait(ctx) != nil {
 				return nil
-			case <-t.C:
 			}
 		}
 	}

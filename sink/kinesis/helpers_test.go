@@ -18,6 +18,7 @@ import (
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 )
 
@@ -363,8 +364,8 @@ func readStreamKCL(t *testing.T, c *kinesis.Client, stream string) (recs []userR
 	}
 	slices.SortStableFunc(shards, func(a, b types.Shard) int { return depth(a) - depth(b) })
 	for _, s := range shards {
-		lo, _ := parseHashKey(aws.ToString(s.HashKeyRange.StartingHashKey))
-		hi, _ := parseHashKey(aws.ToString(s.HashKeyRange.EndingHashKey))
+		lo, _ := hashkey.Parse(aws.ToString(s.HashKeyRange.StartingHashKey))
+		hi, _ := hashkey.Parse(aws.ToString(s.HashKeyRange.EndingHashKey))
 		it, err := c.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{StreamName: aws.String(stream), ShardId: s.ShardId, ShardIteratorType: types.ShardIteratorTypeTrimHorizon})
 		if err != nil {
 			t.Fatal(err)
@@ -384,7 +385,7 @@ func readStreamKCL(t *testing.T, c *kinesis.Client, stream string) (recs []userR
 					}
 				}
 				for _, u := range users {
-					if h := hashOf(u.PartitionKey); agg && (h.less(lo) || hi.less(h)) {
+					if h := hashkey.Of(u.PartitionKey); agg && (h.Less(lo) || hi.Less(h)) {
 						dropped++
 						continue
 					}

@@ -3,7 +3,7 @@ package kinesis
 import (
 	"time"
 
-	"github.com/cdcbridge/cdcbridge/cdc"
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 )
 
 // keyState is the queue of one partition key's records (with
@@ -13,7 +13,7 @@ import (
 // key has at most one request (one entry) in flight.
 type keyState struct {
 	pk         string
-	hash       hashKey
+	hash       hashkey.Key
 	head, tail *record
 	n          int   // queued records
 	bytes      int64 // their sizes
@@ -111,4 +111,81 @@ func (t *tableState) done(r *record, release func(*record)) {
 
 func (t *tableState) idle() bool { return t.active == 0 && len(t.waiting) == 0 }
 
-func isTruncate(e *cdc.Event) bool { return e.Op == cdc.OpTruncate }
+// takeIntake moves the records Put since the last look into their tables
+// and keys.
+func (l *loop) takeIntake() {
+	in, usedB, usedE := l.in.take(l.spare)
+	if len(in) > 0 {
+		l.m.inflightBytes.Set(float64(usedB))
+		l.m.inflightEv.Set(float64(usedE))
+	}
+	for _, r := range in {
+		l.admitTable(r)
+	}
+	clear(in)
+	l.spare = in[:0]
+}
+
+// admitTable applies the truncate barrier of the record's table.
+func (l *loop) admitTable(r *record) {
+	if sub := r.subject; sub != "" {
+		t := l.tables[sub]
+		if t == nil {
+			t = &tableState{name: sub}
+			l.tables[sub] = t
+		}
+		r.table = t
+		if !t.admit(r) {
+			return
+		}
+	}
+	l.enqueue(r)
+}
+
+// enqueue appends r to its key's queue; a key that was idle becomes ready.
+func (l *loop) enqueue(r *record) {
+	var k *keyState
+	if l.cfg.Ordering == OrderingKey {
+		k = l.keys[r.pk]
+		if k == nil {
+			k = l.newKey(r)
+			l.keys[r.pk] = k
+		}
+	} else {
+		k = l.newKey(r)
+	}
+	wasIdle := k.idle()
+	k.push(r)
+	switch {
+	case wasIdle:
+		l.makeReady(k, false)
+	case k.ready && l.cfg.Aggregate:
+		l.readyRecs++
+		l.readyBytes += int64(r.size())
+	}
+}
+
+func (l *loop) newKey(r *record) *keyState {
+	var k *keyState
+	if n := len(l.freeKeys); n > 0 {
+		k = l.freeKeys[n-1]
+		l.freeKeys[n-1] = nil
+		l.freeKeys = l.freeKeys[:n-1]
+	} else {
+		k = new(keyState)
+	}
+	k.pk = r.pk
+	k.hash = r.hash
+	return k
+}
+
+// forgetKey drops an idle key.
+func (l *loop) forgetKey(k *keyState) {
+	if l.cfg.Ordering == OrderingKey {
+		delete(l.keys, k.pk)
+	}
+	*k = keyState{}
+	if len(l.freeKeys) < 4096 {
+		l.freeKeys = append(l.freeKeys, k)
+	}
+}

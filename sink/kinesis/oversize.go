@@ -5,30 +5,28 @@ import "fmt"
 // oversize handles a record over the stream's limit: the producer stops
 // (OversizeFail), or the record goes to the dead-letter directory and its
 // key waits for the placeholder.
-func (p *Producer) oversize(k *keyState, r *record) {
-	l := &p.loop
-	if p.cfg.Oversize == OversizeFail {
+func (l *loop) oversize(k *keyState, r *record) {
+	if l.cfg.Oversize == OversizeFail {
 		l.fatal = fmt.Errorf("event %s (table %s): record of %d bytes (envelope plus partition key) exceeds the limit of %d bytes of stream %s (CDCBRIDGE_OVERSIZE=fail)",
-			r.id, r.subject, r.size(), l.recordLimit, p.label)
+			r.id, r.subject, r.size(), l.recordLimit, l.label)
 		return
 	}
 	if r.placeheld {
-		l.fatal = fmt.Errorf("event %s (table %s): its dead-letter placeholder of %d bytes exceeds the limit of %d bytes of stream %s", r.id, r.subject, r.size(), l.recordLimit, p.label)
+		l.fatal = fmt.Errorf("event %s (table %s): its dead-letter placeholder of %d bytes exceeds the limit of %d bytes of stream %s", r.id, r.subject, r.size(), l.recordLimit, l.label)
 		return
 	}
-	p.toDLQ(k, r, "oversize", fmt.Sprintf("record of %d bytes exceeds the stream's limit of %d bytes", r.size(), l.recordLimit))
+	l.toDLQ(k, r, "oversize", fmt.Sprintf("record of %d bytes exceeds the stream's limit of %d bytes", r.size(), l.recordLimit))
 }
 
 // toDLQ parks k while its head record is written to the dead-letter directory.
-func (p *Producer) toDLQ(k *keyState, r *record, reason, detail string) {
+func (l *loop) toDLQ(k *keyState, r *record, reason, detail string) {
 	k.parked = true
-	p.dlq.enqueue(dlqJob{r: r, reason: reason, detail: detail, limit: p.loop.recordLimit})
+	l.dlq.enqueue(dlqJob{r: r, reason: reason, detail: detail, limit: l.recordLimit})
 }
 
 // dlqDone swaps the dead-lettered record's envelope for its placeholder
 // and lets its key go on.
-func (p *Producer) dlqDone(d dlqDone) {
-	l := &p.loop
+func (l *loop) dlqDone(d dlqDone) {
 	r := d.job.r
 	if d.err != nil {
 		l.fatal = d.err
@@ -42,9 +40,9 @@ func (p *Producer) dlqDone(d dlqDone) {
 	r.noAgg = true
 	k.bytes += int64(r.size())
 	k.parked = false
-	p.m.dlqRecords.WithLabelValues(d.job.reason).Inc()
-	p.status.update(func(st *Status) { st.DLQRecords++ })
-	p.log.Warn("event written to the dead-letter directory; a placeholder takes its place on the stream",
+	l.m.dlqRecords.WithLabelValues(d.job.reason).Inc()
+	l.status.update(func(st *Status) { st.DLQRecords++ })
+	l.log.Warn("event written to the dead-letter directory; a placeholder takes its place on the stream",
 		"id", r.id, "table", r.subject, "reason", d.job.reason, "detail", d.job.detail, "dlq", d.ref)
-	p.makeReady(k, true)
+	l.makeReady(k, true)
 }

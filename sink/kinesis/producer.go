@@ -10,51 +10,44 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
+	"github.com/cdcbridge/cdcbridge/internal/backoff"
 )
 
 // Producer writes events to one Kinesis stream. Put, Flush, Ready and
 // Status are safe for concurrent use; Run is called once.
+//
+// Each piece of the producer's state has one owner:
+//
+//   - the intake (intake.go): the in-flight budget, the records Put handed
+//     over and the flush epochs, shared by callers and the loop under the
+//     intake's mutex;
+//   - the loop (loop.go): every record, key, table, shard and batch once
+//     taken from the intake, touched only by the goroutine that calls Run;
+//   - the senders (sender.go): MaxInFlight goroutines, each holding one
+//     batch from the send channel until it is back on the results channel,
+//     writing it with the wire writer (wire.go);
+//   - the control goroutine (control.go): the stream's summary and shard
+//     list, sent to the loop as messages;
+//   - the dead-letter writer (dlq.go): its file, fed by the loop's jobs.
 type Producer struct {
-	cfg    Config
-	client *kinesis.Client
-	putter putter
-	log    *slog.Logger
-	m      *metrics
-	label  string // stream name for messages
+	cfg   Config
+	label string // the stream's name for messages
+	log   *slog.Logger
 
-	// Budget and intake, guarded by mu.
-	mu         sync.Mutex
-	usedBytes  int64
-	usedEvents int
-	intake     []*record
-	space      chan struct{} // closed when budget is released; nil when nobody waits
-	epoch      uint64        // flush epoch of new events
-	epochN     int           // unacked events of the current epoch
-	older      map[uint64]int
-	flushed    chan struct{} // closed when an older epoch completes
-	stopped    bool
+	in     *intake
+	fatal  *fatal
+	status *statusBox
+	ready  atomic.Bool
 
-	wake     chan struct{} // intake became non-empty
-	flushers atomic.Int32  // Flush calls waiting: send without linger
-
-	failOnce sync.Once
-	failed   chan struct{}
-	failErr  error
-	done     chan struct{} // closed when Run returns
+	loop    *loop
+	senders *senders
+	control *control
+	dlq     *dlqWriter
 
 	running atomic.Bool
-	ready   atomic.Bool
-
-	sendCh    chan *batch
-	results   chan *batch
-	ctrl      chan any
-	refreshCh chan struct{}
-	dlq       *dlqWriter
-
-	status statusBox
-	loop   loopState // owned by the Run goroutine
 }
 
 // New validates cfg and allocates a Producer. reg may be nil (metrics are
@@ -69,27 +62,39 @@ func New(cfg Config, client *kinesis.Client, reg prometheus.Registerer, log *slo
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	label := cfg.streamLabel()
+	log = log.With("stream", label)
+	m := newMetrics(reg)
+	retry := backoff.Backoff{Base: cfg.RetryBase, Max: cfg.RetryMax, Jitter: backoff.Full}
+	status := newStatusBox(cfg)
+	fatal := newFatal()
+	in := newIntake(cfg.MaxInFlightBytes, cfg.MaxInFlightEvents, fatal)
+
+	sendCh := make(chan *batch, cfg.MaxInFlight)
+	results := make(chan *batch, cfg.MaxInFlight)
+	ctrl := make(chan any, 16)
+	refresh := make(chan struct{}, 1)
+
 	name, arn := cfg.streamParams()
-	p := &Producer{
-		cfg:       cfg,
-		client:    client,
-		putter:    newWirePutter(client, name, arn, cfg.MaxInFlight),
-		log:       log.With("stream", cfg.streamLabel()),
-		m:         newMetrics(reg),
-		label:     cfg.streamLabel(),
-		older:     map[uint64]int{},
-		wake:      make(chan struct{}, 1),
-		failed:    make(chan struct{}),
-		done:      make(chan struct{}),
-		sendCh:    make(chan *batch, cfg.MaxInFlight),
-		results:   make(chan *batch, cfg.MaxInFlight),
-		ctrl:      make(chan any, 16),
-		refreshCh: make(chan struct{}, 1),
-	}
-	p.dlq = newDLQWriter(cfg.DLQDir, p.label, p.ctrl)
-	p.dlq.limit, p.dlq.log = cfg.DLQFailureLimit, p.log
-	p.status.init(cfg)
-	return p, nil
+	dlq := newDLQWriter(cfg.DLQDir, label, ctrl)
+	dlq.limit, dlq.log, dlq.retry = cfg.DLQFailureLimit, log, retry
+	return &Producer{
+		cfg:    cfg,
+		label:  label,
+		log:    log,
+		in:     in,
+		fatal:  fatal,
+		status: status,
+		loop: &loop{
+			cfg: cfg, label: label, log: log, m: m, status: status, retry: retry, client: client,
+			in: in, dlq: dlq, sendCh: sendCh, results: results, ctrl: ctrl, refresh: refresh,
+		},
+		senders: &senders{put: newWirePutter(client, name, arn, cfg.MaxInFlight), timeout: cfg.RequestTimeout, in: sendCh, out: results},
+		control: &control{
+			cfg: cfg, label: label, log: log, client: client, status: status, retry: retry, out: ctrl, refresh: refresh,
+		},
+		dlq: dlq,
+	}, nil
 }
 
 // Put encodes e and queues it for the stream. The producer keeps the
@@ -106,172 +111,104 @@ func New(cfg Config, client *kinesis.Client, reg prometheus.Registerer, log *slo
 // once Run has returned, ctx's error when ctx ends while waiting, or an
 // encoding error (the event is then not taken).
 func (p *Producer) Put(ctx context.Context, e *cdc.Event) error {
-	select {
-	case <-p.failed:
-		return p.failErr
-	default:
+	if err := p.fatal.get(); err != nil {
+		return err
 	}
-	pk := partitionKey(e)
-	if pk != e.PartitionKey {
-		e.PartitionKey = pk
-	}
-	buf, err := encode(e)
+	r, err := newRecord(e)
 	if err != nil {
 		return fmt.Errorf("kinesis producer: %w", err)
 	}
-	r := newRecord()
-	r.ack = e.OnAck
-	r.id = e.ID
-	r.subject = e.Subject
-	r.buf = buf
-	r.pk = pk
-	r.hash = hashOf(pk)
-	r.truncate = isTruncate(e)
-	r.cost = int64(cap(buf)) + int64(len(pk)) + recordOverhead
-	return p.admit(ctx, r)
-}
-
-func (p *Producer) admit(ctx context.Context, r *record) error {
-	p.mu.Lock()
-	for {
-		if p.stopped {
-			p.mu.Unlock()
-			freeRecord(r)
-			return ErrClosed
-		}
-		if p.usedEvents == 0 || (p.usedBytes+r.cost <= p.cfg.MaxInFlightBytes && p.usedEvents < p.cfg.MaxInFlightEvents) {
-			break
-		}
-		ch := p.space
-		if ch == nil {
-			ch = make(chan struct{})
-			p.space = ch
-		}
-		p.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			freeRecord(r)
-			return ctx.Err()
-		case <-p.failed:
-			freeRecord(r)
-			return p.failErr
-		}
-		p.mu.Lock()
-	}
-	p.usedBytes += r.cost
-	p.usedEvents++
-	r.epoch = p.epoch
-	p.epochN++
-	p.intake = append(p.intake, r)
-	signal := len(p.intake) == 1
-	p.mu.Unlock()
-	if signal {
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
-	}
-	return nil
-}
-
-// release returns the budget of acknowledged records.
-func (p *Producer) release(recs []*record) {
-	var bytes int64
-	p.mu.Lock()
-	for _, r := range recs {
-		bytes += r.cost
-		if r.epoch == p.epoch {
-			p.epochN--
-		} else if n := p.older[r.epoch] - 1; n > 0 {
-			p.older[r.epoch] = n
-		} else {
-			delete(p.older, r.epoch)
-			if p.flushed != nil {
-				close(p.flushed)
-				p.flushed = nil
-			}
-		}
-	}
-	p.usedBytes -= bytes
-	p.usedEvents -= len(recs)
-	if p.space != nil {
-		close(p.space)
-		p.space = nil
-	}
-	usedB, usedE := p.usedBytes, p.usedEvents
-	p.mu.Unlock()
-	p.m.inflightBytes.Set(float64(usedB))
-	p.m.inflightEv.Set(float64(usedE))
+	return p.in.admit(ctx, r)
 }
 
 // Flush waits until every event Put before the call is acknowledged,
 // sending without waiting for the linger meanwhile. It returns early with
 // the producer's fatal error, ErrClosed, or ctx's error.
-func (p *Producer) Flush(ctx context.Context) error {
-	p.flushers.Add(1)
-	defer p.flushers.Add(-1)
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
-	p.mu.Lock()
-	target := p.epoch
-	if p.epochN > 0 {
-		p.older[p.epoch] = p.epochN
-		p.epochN = 0
-		p.epoch++
-	}
-	for {
-		pending := false
-		for e := range p.older {
-			if e <= target {
-				pending = true
-				break
-			}
-		}
-		if !pending {
-			p.mu.Unlock()
-			return nil
-		}
-		if p.stopped {
-			p.mu.Unlock()
-			return ErrClosed
-		}
-		if p.flushed == nil {
-			p.flushed = make(chan struct{})
-		}
-		ch := p.flushed
-		p.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-p.failed:
-			return p.failErr
-		case <-p.done:
-			return ErrClosed
-		}
-		p.mu.Lock()
-	}
-}
-
-// fail records the producer's fatal error (the first one wins).
-func (p *Producer) fail(err error) {
-	p.failOnce.Do(func() {
-		p.failErr = err
-		close(p.failed)
-		p.status.setFatal(err)
-	})
-}
+func (p *Producer) Flush(ctx context.Context) error { return p.in.flush(ctx) }
 
 // Ready reports whether the stream was described and its shards listed.
 func (p *Producer) Ready() bool { return p.ready.Load() }
 
 // Status returns a JSON-marshalable snapshot for /status.
 func (p *Producer) Status() any {
-	p.mu.Lock()
-	usedB, usedE := p.usedBytes, p.usedEvents
-	p.mu.Unlock()
+	usedB, usedE := p.in.used()
 	return p.status.snapshot(p.ready.Load(), usedB, usedE)
+}
+
+// Run describes the stream, lists its shards and then sends until ctx
+// ends (it returns nil: requests in flight are abandoned, their events not
+// acknowledged) or the producer fails (it returns the fatal error, which
+// Put and Flush return from then on).
+func (p *Producer) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("kinesis producer: Run called twice")
+	}
+	defer p.in.stop()
+	err := p.run(ctx)
+	if err != nil && ctx.Err() == nil {
+		p.fatal.set(err)
+		p.status.setFatal(err)
+		p.log.Error("kinesis producer stopped", "err", err)
+		return err
+	}
+	return nil
+}
+
+// run starts the stream, then runs the loop on this goroutine and the
+// senders, the control goroutine and the dead-letter writer beside it.
+func (p *Producer) run(ctx context.Context) error {
+	if p.cfg.Oversize == OversizeDLQ {
+		if err := p.dlq.check(); err != nil {
+			return err
+		}
+	}
+	s, shards, err := p.control.start(ctx)
+	if err != nil {
+		return err
+	}
+	if err := p.loop.start(s, shards); err != nil {
+		return err
+	}
+	p.ready.Store(true)
+
+	g, gctx := errgroup.WithContext(ctx)
+	loopCtx, cancel := context.WithCancel(gctx)
+	defer cancel()
+	for range p.cfg.MaxInFlight {
+		g.Go(func() error { p.senders.run(loopCtx); return nil })
+	}
+	g.Go(func() error { return p.dlq.run(loopCtx, p.status) })
+	g.Go(func() error { return p.control.run(loopCtx) })
+	err = p.loop.run(loopCtx)
+	cancel()
+	_ = g.Wait()
+	return err
+}
+
+// fatal is the producer's fatal error: set once, by Run, and read by Put,
+// Flush and the intake's waits.
+type fatal struct {
+	once sync.Once
+	done chan struct{} // closed once err is set
+	err  error
+}
+
+func newFatal() *fatal { return &fatal{done: make(chan struct{})} }
+
+// set records err unless an error was recorded before (the first one wins).
+func (f *fatal) set(err error) {
+	f.once.Do(func() {
+		f.err = err
+		close(f.done)
+	})
+}
+
+// get returns the fatal error, or nil while there is none.
+func (f *fatal) get() error {
+	select {
+	case <-f.done:
+		return f.err
+	default:
+		return nil
+	}
 }

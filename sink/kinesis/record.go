@@ -8,18 +8,21 @@ import (
 	"unicode/utf8"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 )
 
 // record is one event on its way: its envelope, encoded once by Put, and
-// the bookkeeping of its key, table and budget. Only the run loop touches a
-// record after Put handed it over.
+// the bookkeeping of its key, table and budget. Once Put has queued it, a
+// record belongs to the loop; a sender reads its envelope and key while
+// their batch is in flight, the dead-letter writer while its job is
+// queued.
 type record struct {
 	ack     func() // the event's OnAck
 	id      string
 	subject string
 	buf     []byte // the envelope, from a size-class pool (or the placeholder's)
 	pk      string
-	hash    hashKey
+	hash    hashkey.Key
 	cost    int64  // budget charged by Put
 	epoch   uint64 // flush epoch at Put
 
@@ -42,74 +45,29 @@ const recordOverhead = 256
 
 var recordPool = sync.Pool{New: func() any { return new(record) }}
 
-func newRecord() *record { return recordPool.Get().(*record) }
-
-func freeRecord(r *record) {
-	putBuf(r.buf)
-	*r = record{}
-	recordPool.Put(r)
-}
-
-// Envelope buffers come in size classes 1.5 times apart, from 256 bytes
-// to 96 KiB, so that a record's budget charge (its buffer's capacity) is
-// within 50% of its size; larger envelopes get exact buffers that are not
-// pooled. Put encodes into a pooled scratch buffer and copies the result
-// into its class, so the charge never depends on a size guess.
-var bufClasses = func() []int {
-	var c []int
-	for n := 256; n <= 64<<10; n *= 2 {
-		c = append(c, n, n*3/2)
+// newRecord makes e's record: its envelope, encoded once, and what the
+// loop needs of the event. It normalises e.PartitionKey first (see
+// partitionKey), so that the envelope carries the key the record is put
+// with.
+func newRecord(e *cdc.Event) (*record, error) {
+	pk := partitionKey(e)
+	if pk != e.PartitionKey {
+		e.PartitionKey = pk
 	}
-	return c
-}()
-
-var bufPools = make([]sync.Pool, len(bufClasses))
-
-func classOf(size int) int {
-	for i, c := range bufClasses {
-		if size <= c {
-			return i
-		}
-	}
-	return -1
-}
-
-func getBuf(size int) []byte {
-	i := classOf(size)
-	if i < 0 {
-		return make([]byte, 0, size)
-	}
-	if b, ok := bufPools[i].Get().(*[]byte); ok {
-		return (*b)[:0]
-	}
-	return make([]byte, 0, bufClasses[i])
-}
-
-func putBuf(b []byte) {
-	i := classOf(cap(b))
-	if i < 0 || bufClasses[i] != cap(b) {
-		return
-	}
-	b = b[:0]
-	bufPools[i].Put(&b)
-}
-
-var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-// encode returns e's envelope in a buffer of its size class.
-func encode(e *cdc.Event) ([]byte, error) {
-	sp := scratchPool.Get().(*[]byte)
-	enc, err := cdc.AppendEncode((*sp)[:0], e)
+	buf, err := encode(e)
 	if err != nil {
-		scratchPool.Put(sp)
 		return nil, err
 	}
-	buf := append(getBuf(len(enc)), enc...)
-	if cap(enc) <= 1<<20 {
-		*sp = enc[:0]
-		scratchPool.Put(sp)
-	}
-	return buf, nil
+	r := recordPool.Get().(*record)
+	r.ack = e.OnAck
+	r.id = e.ID
+	r.subject = e.Subject
+	r.buf = buf
+	r.pk = pk
+	r.hash = hashkey.Of(pk)
+	r.truncate = e.Op == cdc.OpTruncate
+	r.cost = int64(cap(buf)) + int64(len(pk)) + recordOverhead
+	return r, nil
 }
 
 // partitionKey returns the Kinesis partition key for e: its own when
@@ -147,4 +105,10 @@ func partitionKey(e *cdc.Event) string {
 func hashedKey(table, full string) string {
 	sum := sha256.Sum256([]byte(full))
 	return cdc.HashedPartitionKey(table, hex.EncodeToString(sum[:16]))
+}
+
+func freeRecord(r *record) {
+	putBuf(r.buf)
+	*r = record{}
+	recordPool.Put(r)
 }

@@ -11,21 +11,20 @@ import (
 // handleResult applies a finished request: accepted entries are acked at
 // once, failed entries wait for their backoff at the head of their key,
 // failed requests are retried or split.
-func (p *Producer) handleResult(ctx context.Context, b *batch) {
-	l := &p.loop
+func (l *loop) handleResult(ctx context.Context, b *batch) {
 	l.inflight--
-	p.m.putDuration.Observe(b.dur.Seconds())
+	l.m.putDuration.Observe(b.dur.Seconds())
 	if ctx.Err() != nil {
 		return // shutting down: abandoned, never acked
 	}
 	if b.err != nil {
-		p.requestFailed(b)
+		l.requestFailed(b)
 		return
 	}
 	if l.reqFailures > 0 {
-		p.log.Info("kinesis requests succeed again", "after_failures", l.reqFailures)
+		l.log.Info("kinesis requests succeed again", "after_failures", l.reqFailures)
 		l.reqFailures = 0
-		p.status.update(func(st *Status) { st.FailingRequests = 0 })
+		l.status.update(func(st *Status) { st.FailingRequests = 0 })
 	}
 	l.gateUntil = l.now
 	failed := 0
@@ -34,49 +33,48 @@ func (p *Producer) handleResult(ctx context.Context, b *batch) {
 		res := &b.res[i]
 		if res.code != "" {
 			failed++
-			p.entryFailed(b, e, res)
+			l.entryFailed(b, e, res)
 			continue
 		}
 		if res.shardID != e.shard.id && l.sum.distribution != types.RecordDistributionStrategyAuto {
-			p.mismatch(e, res.shardID)
+			l.mismatch(e, res.shardID)
 			if e.aggregated {
 				// KCL would drop the user records whose hash keys are
 				// outside the shard it landed in: put it again, regrouped
 				// by the refreshed map, its keys blocked meanwhile.
-				p.reput(b, e)
+				l.reput(b, e)
 				continue
 			}
 		}
-		p.entryOK(b, e)
+		l.entryOK(b, e)
 	}
 	if failed > 0 {
-		p.m.requests.WithLabelValues("partial").Inc()
+		l.m.requests.WithLabelValues("partial").Inc()
 	} else {
-		p.m.requests.WithLabelValues("ok").Inc()
+		l.m.requests.WithLabelValues("ok").Inc()
 	}
-	p.finishAcks()
+	l.finishAcks()
 	b.free()
 }
 
 // entryOK acknowledges an accepted entry's records and lets their keys go on.
-func (p *Producer) entryOK(b *batch, e *entry) {
-	l := &p.loop
+func (l *loop) entryOK(b *batch, e *entry) {
 	for _, r := range b.recs[e.first:e.end] {
 		k := r.key
 		k.pop()
 		k.sent--
 		l.acked = append(l.acked, r)
 		if t := r.table; t != nil {
-			t.done(r, p.enqueue)
+			t.done(r, l.enqueue)
 			if t.idle() {
 				delete(l.tables, t.name)
 			}
 		}
 		if k.sent == 0 {
 			if k.head != nil {
-				p.makeReady(k, true)
+				l.makeReady(k, true)
 			} else if k.idle() {
-				p.forgetKey(k)
+				l.forgetKey(k)
 			}
 		}
 	}
@@ -84,8 +82,7 @@ func (p *Producer) entryOK(b *batch, e *entry) {
 
 // finishAcks calls Ack for the accepted events, then returns their budget
 // (so that Flush, which waits for the budget, sees the Acks done).
-func (p *Producer) finishAcks() {
-	l := &p.loop
+func (l *loop) finishAcks() {
 	if len(l.acked) == 0 {
 		return
 	}
@@ -94,9 +91,11 @@ func (p *Producer) finishAcks() {
 			r.ack()
 		}
 	}
-	p.m.delivered.Add(float64(len(l.acked)))
-	p.status.update(func(st *Status) { st.Delivered += int64(len(l.acked)) })
-	p.release(l.acked)
+	l.m.delivered.Add(float64(len(l.acked)))
+	l.status.update(func(st *Status) { st.Delivered += int64(len(l.acked)) })
+	usedB, usedE := l.in.release(l.acked)
+	l.m.inflightBytes.Set(float64(usedB))
+	l.m.inflightEv.Set(float64(usedE))
 	for i, r := range l.acked {
 		freeRecord(r)
 		l.acked[i] = nil
@@ -106,7 +105,7 @@ func (p *Producer) finishAcks() {
 
 // releaseKeys marks an entry's keys as no longer in flight and calls f
 // once per key with the key's first record of the entry.
-func (p *Producer) releaseKeys(b *batch, e *entry, f func(k *keyState, head *record)) {
+func (l *loop) releaseKeys(b *batch, e *entry, f func(k *keyState, head *record)) {
 	var last *keyState
 	for _, r := range b.recs[e.first:e.end] {
 		if r.key == last {
@@ -119,12 +118,11 @@ func (p *Producer) releaseKeys(b *batch, e *entry, f func(k *keyState, head *rec
 }
 
 // entryFailed schedules the entry's keys for a retry after their backoff.
-func (p *Producer) entryFailed(b *batch, e *entry, res *entryResult) {
-	l := &p.loop
-	p.m.failedRecords.WithLabelValues(codeLabel(res.code)).Inc()
-	p.m.retries.Inc()
+func (l *loop) entryFailed(b *batch, e *entry, res *entryResult) {
+	l.m.failedRecords.WithLabelValues(codeLabel(res.code)).Inc()
+	l.m.retries.Inc()
 	if res.code == "ProvisionedThroughputExceededException" || classify(apiCodeError(res.code)) == classThrottle {
-		p.status.update(func(st *Status) {
+		l.status.update(func(st *Status) {
 			st.ThrottledEntries++
 			st.LastThrottleAt = l.now
 		})
@@ -135,33 +133,32 @@ func (p *Producer) entryFailed(b *batch, e *entry, res *entryResult) {
 			e.shard.recsLim.ReserveN(l.now, 1)
 		}
 	}
-	p.releaseKeys(b, e, func(k *keyState, head *record) {
+	l.releaseKeys(b, e, func(k *keyState, head *record) {
 		head.attempts++
-		p.scheduleRetry(k, head.attempts)
+		l.scheduleRetry(k, head.attempts)
 	})
 }
 
 // requestFailed handles a request that failed as a whole.
-func (p *Producer) requestFailed(b *batch) {
-	l := &p.loop
+func (l *loop) requestFailed(b *batch) {
 	code := errorCode(b.err)
 	class := classify(b.err)
-	p.m.requests.WithLabelValues(resultLabel(class, code)).Inc()
+	l.m.requests.WithLabelValues(resultLabel(class, code)).Inc()
 	switch class {
 	case classFatal:
-		l.fatal = p.wrapStreamErr("PutRecords", b.err)
+		l.fatal = streamError(l.label, "PutRecords", b.err)
 		b.free()
 		return
 	case classInvalid:
-		p.bisect(b)
+		l.bisect(b)
 		return
 	case classExpired:
-		invalidateCredentials(p.client)
+		invalidateCredentials(l.client)
 	}
 	l.reqFailures++
-	l.gateUntil = l.now.Add(backoff(p.cfg.RetryBase, p.cfg.RetryMax, l.reqFailures))
+	l.gateUntil = l.now.Add(l.retry.Delay(l.reqFailures))
 	msg := fmt.Sprintf("%d records: %v", len(b.recs), b.err)
-	p.status.update(func(st *Status) {
+	l.status.update(func(st *Status) {
 		st.LastError = msg
 		st.LastErrorAt = l.now
 		st.FailingRequests = l.reqFailures
@@ -171,12 +168,12 @@ func (p *Producer) requestFailed(b *batch) {
 	})
 	if (l.reqFailures == 1 && l.now.Sub(l.lastWarn) > 10*time.Second) || l.reqFailures%20 == 0 {
 		l.lastWarn = l.now
-		p.log.Warn("PutRecords failed; retrying", "records", len(b.recs), "failures", l.reqFailures, "code", code, "err", b.err)
+		l.log.Warn("PutRecords failed; retrying", "records", len(b.recs), "failures", l.reqFailures, "code", code, "err", b.err)
 	}
-	p.m.retries.Add(float64(len(b.info)))
-	p.m.failedRecords.WithLabelValues(codeLabel(code)).Add(float64(len(b.info)))
+	l.m.retries.Add(float64(len(b.info)))
+	l.m.failedRecords.WithLabelValues(codeLabel(code)).Add(float64(len(b.info)))
 	for i := range b.info {
-		p.releaseKeys(b, &b.info[i], func(k *keyState, _ *record) { p.makeReady(k, true) })
+		l.releaseKeys(b, &b.info[i], func(k *keyState, _ *record) { l.makeReady(k, true) })
 	}
 	b.free()
 }
@@ -184,8 +181,7 @@ func (p *Producer) requestFailed(b *batch) {
 // bisect splits a request rejected as invalid until the offending record
 // is alone; that record goes to the dead-letter directory and the others
 // go on. A rejected aggregate is taken apart and its records sent alone.
-func (p *Producer) bisect(b *batch) {
-	l := &p.loop
+func (l *loop) bisect(b *batch) {
 	if len(b.info) > 1 {
 		x, y := b.split()
 		l.pending = append([]*batch{x, y}, l.pending...)
@@ -198,7 +194,7 @@ func (p *Producer) bisect(b *batch) {
 		for _, r := range recs {
 			r.noAgg = true
 		}
-		p.releaseKeys(b, e, func(k *keyState, _ *record) { p.makeReady(k, true) })
+		l.releaseKeys(b, e, func(k *keyState, _ *record) { l.makeReady(k, true) })
 		b.free()
 		return
 	}
@@ -208,38 +204,37 @@ func (p *Producer) bisect(b *batch) {
 	b.free()
 	switch {
 	case r.placeheld:
-		l.fatal = fmt.Errorf("stream %s rejected the dead-letter placeholder of event %s (table %s) as invalid", p.label, r.id, r.subject)
-	case p.cfg.Oversize == OversizeFail:
-		l.fatal = fmt.Errorf("stream %s rejected event %s (table %s) as invalid (CDCBRIDGE_OVERSIZE=fail)", p.label, r.id, r.subject)
+		l.fatal = fmt.Errorf("stream %s rejected the dead-letter placeholder of event %s (table %s) as invalid", l.label, r.id, r.subject)
+	case l.cfg.Oversize == OversizeFail:
+		l.fatal = fmt.Errorf("stream %s rejected event %s (table %s) as invalid (CDCBRIDGE_OVERSIZE=fail)", l.label, r.id, r.subject)
 	default:
-		p.toDLQ(k, r, "invalid", "Kinesis rejected the record as invalid")
+		l.toDLQ(k, r, "invalid", "Kinesis rejected the record as invalid")
 	}
 }
 
 // mismatch notes a put result in another shard than predicted: the map
 // is stale (a split or merge happened), unless it changed since.
-func (p *Producer) mismatch(e *entry, got string) {
-	if e.mapVer == p.loop.smap.version {
-		p.status.setTrouble("mismatch", "shard map stale: records landed in "+got+", not "+e.shard.id+"; reloading")
-		p.requestRefresh()
+func (l *loop) mismatch(e *entry, got string) {
+	if e.mapVer == l.smap.version {
+		l.status.setTrouble("mismatch", "shard map stale: records landed in "+got+", not "+e.shard.id+"; reloading")
+		l.requestRefresh()
 	}
 }
 
 // reput parks an aggregate's keys until the refreshed map is installed
 // (or, when a newer map is already here, makes them ready at once).
-func (p *Producer) reput(b *batch, e *entry) {
-	l := &p.loop
-	p.m.retries.Inc()
+func (l *loop) reput(b *batch, e *entry) {
+	l.m.retries.Inc()
 	stale := e.mapVer == l.smap.version
-	p.releaseKeys(b, e, func(k *keyState, _ *record) {
+	l.releaseKeys(b, e, func(k *keyState, _ *record) {
 		if stale {
 			k.parked = true
 			l.awaitMap = append(l.awaitMap, k)
 		} else {
-			p.makeReady(k, true)
+			l.makeReady(k, true)
 		}
 	})
 	if stale {
-		p.requestRefresh()
+		l.requestRefresh()
 	}
 }

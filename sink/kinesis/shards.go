@@ -8,13 +8,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"golang.org/x/time/rate"
+
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 )
 
 // shard is an open shard as the producer predicts it: its hash key range,
 // its token buckets and the keys ready to go to it.
 type shard struct {
 	id       string
-	lo, hi   hashKey
+	lo, hi   hashkey.Key
 	startKey string // StartingHashKey, the explicit hash key of aggregates
 
 	bytesLim, recsLim *rate.Limiter
@@ -44,11 +46,11 @@ func newShardMap(list []types.Shard, old *shardMap, version uint64, lim limits) 
 		if s.HashKeyRange == nil {
 			return nil, fmt.Errorf("shard %s has no hash key range", aws.ToString(s.ShardId))
 		}
-		lo, err := parseHashKey(aws.ToString(s.HashKeyRange.StartingHashKey))
+		lo, err := hashkey.Parse(aws.ToString(s.HashKeyRange.StartingHashKey))
 		if err != nil {
 			return nil, fmt.Errorf("shard %s: %w", aws.ToString(s.ShardId), err)
 		}
-		hi, err := parseHashKey(aws.ToString(s.HashKeyRange.EndingHashKey))
+		hi, err := hashkey.Parse(aws.ToString(s.HashKeyRange.EndingHashKey))
 		if err != nil {
 			return nil, fmt.Errorf("shard %s: %w", aws.ToString(s.ShardId), err)
 		}
@@ -68,15 +70,15 @@ func newShardMap(list []types.Shard, old *shardMap, version uint64, lim limits) 
 	if len(m.shards) == 0 {
 		return nil, fmt.Errorf("no open shard")
 	}
-	sort.Slice(m.shards, func(i, j int) bool { return m.shards[i].lo.less(m.shards[j].lo) })
+	sort.Slice(m.shards, func(i, j int) bool { return m.shards[i].lo.Less(m.shards[j].lo) })
 	return m, nil
 }
 
 // predict returns the open shard whose range holds h. The ranges of open
 // shards cover the hash key space; were they not to, the nearest one
 // below is used and the put result corrects the map.
-func (m *shardMap) predict(h hashKey) *shard {
-	i := sort.Search(len(m.shards), func(i int) bool { return h.less(m.shards[i].lo) })
+func (m *shardMap) predict(h hashkey.Key) *shard {
+	i := sort.Search(len(m.shards), func(i int) bool { return h.Less(m.shards[i].lo) })
 	if i == 0 {
 		return m.shards[0]
 	}

@@ -33,7 +33,8 @@ type Status struct {
 	Degraded           []string  `json:"degraded"`
 }
 
-// statusBox holds what the run loop and the control goroutine report.
+// statusBox holds what the loop, the control goroutine and the
+// dead-letter writer report; its mutex makes it safe for all of them.
 type statusBox struct {
 	mu sync.Mutex
 	s  Status
@@ -41,9 +42,11 @@ type statusBox struct {
 	trouble map[string]string
 }
 
-func (b *statusBox) init(cfg Config) {
-	b.s = Status{Stream: cfg.Stream, Ordering: string(cfg.Ordering), Aggregate: cfg.Aggregate}
-	b.trouble = map[string]string{}
+func newStatusBox(cfg Config) *statusBox {
+	return &statusBox{
+		s:       Status{Stream: cfg.Stream, Ordering: string(cfg.Ordering), Aggregate: cfg.Aggregate},
+		trouble: map[string]string{},
+	}
 }
 
 func (b *statusBox) update(f func(s *Status)) {

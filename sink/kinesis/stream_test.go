@@ -13,6 +13,7 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 )
 
 func TestFatalErrorsStopTheProducer(t *testing.T) {
@@ -251,16 +252,16 @@ func TestReshardingNullMode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ranges := map[string][2]hashKey{}
+			ranges := map[string][2]hashkey.Key{}
 			for _, s := range ls.Shards {
-				lo, _ := parseHashKey(*s.HashKeyRange.StartingHashKey)
-				hi, _ := parseHashKey(*s.HashKeyRange.EndingHashKey)
-				ranges[*s.ShardId] = [2]hashKey{lo, hi}
+				lo, _ := hashkey.Parse(*s.HashKeyRange.StartingHashKey)
+				hi, _ := hashkey.Parse(*s.HashKeyRange.EndingHashKey)
+				ranges[*s.ShardId] = [2]hashkey.Key{lo, hi}
 			}
 			inRange := map[string]bool{}
 			for _, r := range recs {
 				rg := ranges[r.shard]
-				if hh := hashOf(r.pk); !hh.less(rg[0]) && !rg[1].less(hh) {
+				if hh := hashkey.Of(r.pk); !hh.Less(rg[0]) && !rg[1].Less(hh) {
 					inRange[r.ev.ID] = true
 				}
 			}

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 )
 
 func TestParsePutRecordsOutput(t *testing.T) {
@@ -160,14 +162,14 @@ func TestPredictShard(t *testing.T) {
 	// MD5("b") = 92eb5ffee6ae2fec3ad71c777531578f, in the second range.
 	// MD5("e") = e1671797c52e15f763380b45e841ec32, in the third range.
 	for pk, want := range map[string]string{"a": "shardId-000000000000", "b": "shardId-000000000001", "e": "shardId-000000000002"} {
-		if got := m.predict(hashOf(pk)).id; got != want {
+		if got := m.predict(hashkey.Of(pk)).id; got != want {
 			t.Errorf("predict(%q) = %s, want %s", pk, got, want)
 		}
 	}
 	if len(m.shards) != 3 {
 		t.Errorf("%d open shards", len(m.shards))
 	}
-	if _, err := parseHashKey("340282366920938463463374607431768211456"); err == nil {
+	if _, err := hashkey.Parse("340282366920938463463374607431768211456"); err == nil {
 		t.Error("2^128 accepted as a hash key")
 	}
 }
@@ -197,11 +199,15 @@ func TestPartitionKeyNormalisation(t *testing.T) {
 	}
 }
 
-func TestBackoffBounds(t *testing.T) {
+func TestRetryBackoffBounds(t *testing.T) {
+	p, err := New(Config{Stream: "s"}, kinesis.New(kinesis.Options{}), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for n := 1; n < 40; n++ {
 		ceiling := min(100*time.Millisecond<<min(n-1, 20), 10*time.Second)
 		for range 50 {
-			if d := backoff(100*time.Millisecond, 10*time.Second, n); d < 0 || d > ceiling {
+			if d := p.loop.retry.Delay(n); d < 0 || d > ceiling {
 				t.Fatalf("backoff(attempt %d) = %v, outside [0, %v]", n, d, ceiling)
 			}
 		}

@@ -1,0 +1,274 @@
+package kinesis
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/cdcbridge/cdcbridge/internal/backoff"
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
+)
+
+// loop is the producer's dispatcher: it takes records from the intake,
+// queues them per key and table, batches ready keys per shard, hands
+// batches to the senders and applies their results. All its state below
+// the wiring is owned by the one goroutine that calls Run (start, then
+// run); no other goroutine reads or writes it. The others reach the loop
+// only through channels: Put and Flush through the intake's wake, the
+// senders through results, the control goroutine and the dead-letter
+// writer through ctrl.
+type loop struct {
+	// Wiring, set by New and never changed.
+	cfg     Config
+	label   string
+	log     *slog.Logger
+	m       *metrics
+	status  *statusBox
+	retry   backoff.Backoff // only Delay is used: counts are per key and per request
+	client  *kinesis.Client // its cached credentials are dropped after an expired-token error
+	in      *intake
+	dlq     *dlqWriter
+	sendCh  chan<- *batch
+	results <-chan *batch
+	ctrl    <-chan any
+	refresh chan<- struct{}
+
+	// Keys and tables (keys.go).
+	keys     map[string]*keyState
+	tables   map[string]*tableState
+	freeKeys []*keyState
+
+	// The stream as last described and listed.
+	smap        *shardMap
+	lim         limits
+	sum         summary
+	recordLimit int         // the stream's limit, at most MaxRequestBytes
+	aggMax      int         // an aggregate's limit
+	awaitMap    []*keyState // keys of misplaced aggregates, ready again with the next map
+
+	// Ready lists (ready.go) and batching (dispatch.go).
+	active      []*shard // shards with ready keys and tokens
+	cursor      int
+	blocked     []*shard // shards with ready keys waiting for tokens
+	readyRecs   int
+	readyBytes  int64
+	lingerStart time.Time
+	urgent      bool
+	agg         kpl.Aggregator
+	emptyAgg    kpl.Aggregator // never added to: sizes a lone record
+
+	// Requests and their outcomes (results.go, retry.go).
+	retrying    retryHeap // keys waiting for their backoff
+	inflight    int
+	gateUntil   time.Time // no request before then (a failed request's backoff)
+	reqFailures int       // consecutive failed requests
+	lastWarn    time.Time
+	pending     []*batch // halves of a rejected batch, sent first
+	acked       []*record
+	spare       []*record // the intake's next queue
+
+	fatal error
+	now   time.Time
+}
+
+// start takes the stream's first summary and shard list.
+func (l *loop) start(s summary, shards []types.Shard) error {
+	l.keys = map[string]*keyState{}
+	l.tables = map[string]*tableState{}
+	l.now = time.Now()
+	l.applySummary(s)
+	if err := l.installShards(shards); err != nil {
+		return fmt.Errorf("stream %s: %w", l.label, err)
+	}
+	l.log.Info("kinesis producer ready", "arn", s.arn, "shards", len(l.smap.shards), "max_record_bytes", l.recordLimit,
+		"mode", s.mode, "distribution", s.distribution, "ordering", l.cfg.Ordering, "aggregate", l.cfg.Aggregate)
+	return nil
+}
+
+const idleTick = time.Second
+
+// run loops until ctx ends (nil) or the producer fails (the fatal error).
+func (l *loop) run(ctx context.Context) error {
+	timer := time.NewTimer(idleTick)
+	defer timer.Stop()
+	for {
+		if hb := l.cfg.Heartbeat; hb != nil {
+			hb()
+		}
+		l.now = time.Now()
+		l.takeIntake()
+		l.fireRetries()
+		l.unblockShards()
+		if l.fatal == nil {
+			l.dispatch()
+		}
+		if l.fatal != nil {
+			return l.fatal
+		}
+		l.publishStatus()
+		timer.Reset(l.nextWake().Sub(l.now))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.in.wake:
+		case b := <-l.results:
+			l.now = time.Now()
+			l.handleResult(ctx, b)
+		case m := <-l.ctrl:
+			l.now = time.Now()
+			l.handleCtrl(m)
+		case <-timer.C:
+		}
+		if l.fatal != nil {
+			return l.fatal
+		}
+	}
+}
+
+// nextWake is when the loop must look again without being told.
+func (l *loop) nextWake() time.Time {
+	next := l.now.Add(idleTick)
+	earlier := func(t time.Time) {
+		if !t.IsZero() && t.Before(next) {
+			next = t
+		}
+	}
+	// Only when a request could go: otherwise a past linger deadline
+	// would spin the loop until a slot frees or the gate opens.
+	if l.readyRecs > 0 && len(l.active) > 0 && l.inflight < l.requestSlots() && !l.gateUntil.After(l.now) {
+		earlier(l.lingerStart.Add(l.cfg.Linger))
+	}
+	if len(l.retrying) > 0 {
+		earlier(l.retrying[0].retryAt)
+	}
+	for _, s := range l.blocked {
+		earlier(s.blockedUntil)
+	}
+	if l.gateUntil.After(l.now) {
+		earlier(l.gateUntil)
+	}
+	if next.Before(l.now) {
+		next = l.now
+	}
+	return next
+}
+
+// requestSlots is how many requests may be in flight: one at a time to
+// probe an endpoint whose requests fail.
+func (l *loop) requestSlots() int {
+	if l.reqFailures > 0 {
+		return 1
+	}
+	return l.cfg.MaxInFlight
+}
+
+// handleCtrl applies a message of the control goroutine or the
+// dead-letter writer.
+func (l *loop) handleCtrl(m any) {
+	switch m := m.(type) {
+	case ctrlSummary:
+		l.applySummary(m.s)
+		if m.s.openShards > 0 && m.s.openShards != len(l.smap.shards) {
+			l.requestRefresh()
+		}
+	case ctrlShards:
+		if err := l.installShards(m.shards); err != nil {
+			l.status.setTrouble("shards", "shard map unusable: "+err.Error())
+			return
+		}
+	case ctrlFatal:
+		l.fatal = m.err
+	case dlqDone:
+		l.dlqDone(m)
+	}
+}
+
+// applySummary takes the stream's record limit and settings.
+func (l *loop) applySummary(s summary) {
+	l.sum = s
+	l.recordLimit = min(s.maxRecordKiB<<10, l.cfg.MaxRequestBytes)
+	l.aggMax = l.recordLimit
+	if l.cfg.AggregateMaxBytes > 0 {
+		l.aggMax = min(l.cfg.AggregateMaxBytes, l.recordLimit)
+	}
+	l.lim = newLimits(l.cfg.ShardHeadroom, l.recordLimit)
+	if l.smap != nil {
+		l.smap.setLimits(l.lim)
+	}
+	l.status.update(func(st *Status) {
+		st.StreamARN = s.arn
+		st.StreamStatus = string(s.status)
+		st.CapacityMode = string(s.mode)
+		st.RecordDistribution = string(s.distribution)
+		st.MaxRecordBytes = l.recordLimit
+	})
+}
+
+// installShards replaces the shard map and moves every ready key to its
+// shard in the new map; aggregates waiting for the map go out again.
+func (l *loop) installShards(list []types.Shard) error {
+	var ver uint64 = 1
+	if l.smap != nil {
+		ver = l.smap.version + 1
+	}
+	m, err := newShardMap(list, l.smap, ver, l.lim)
+	if err != nil {
+		return err
+	}
+	var ready []*keyState
+	if l.smap != nil {
+		for _, s := range l.smap.shards {
+			for k := s.readyHead; k != nil; {
+				next := k.nextReady
+				k.nextReady = nil
+				k.ready = false
+				ready = append(ready, k)
+				k = next
+			}
+			s.readyHead, s.readyTail, s.readyN = nil, nil, 0
+		}
+	}
+	l.smap = m
+	l.active = l.active[:0]
+	l.blocked = l.blocked[:0]
+	l.readyRecs, l.readyBytes = 0, 0
+	for _, k := range ready {
+		l.makeReady(k, k.urgent)
+	}
+	for _, k := range l.awaitMap {
+		k.parked = false
+		l.makeReady(k, true)
+	}
+	clear(l.awaitMap)
+	l.awaitMap = l.awaitMap[:0]
+	l.m.shardRefresh.Inc()
+	l.m.shards.Set(float64(len(m.shards)))
+	l.status.update(func(st *Status) { st.Shards = len(m.shards) })
+	l.status.setTrouble("mismatch", "")
+	return nil
+}
+
+// requestRefresh asks the control goroutine to list the shards again.
+func (l *loop) requestRefresh() {
+	select {
+	case l.refresh <- struct{}{}:
+	default:
+	}
+}
+
+func (l *loop) publishStatus() {
+	l.status.update(func(st *Status) {
+		st.InflightRequests = l.inflight
+		st.RetryingKeys = len(l.retrying)
+		st.FailingRequests = l.reqFailures
+	})
+	if len(l.retrying) > 0 {
+		l.status.setTrouble("retrying", fmt.Sprintf("retrying: %d partition keys wait to resend a failed record", len(l.retrying)))
+	} else {
+		l.status.setTrouble("retrying", "")
+	}
+}
