@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"time"
+
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 )
 
 // nullStream is the one stream a null-mode server holds. It keeps no
@@ -23,7 +25,7 @@ type nullStream struct {
 type nullShard struct {
 	id               string
 	parent, adjacent string
-	lo, hi           hashKey
+	lo, hi           hashkey.Key
 	open             bool
 	startSeq, endSeq string
 }
@@ -39,13 +41,13 @@ func newNullStream(name string, shards int, onDemand bool) *nullStream {
 	if onDemand {
 		s.mode = "ON_DEMAND"
 	}
-	for _, r := range splitRange(hashKey{}, maxHashKey, shards) {
+	for _, r := range splitRange(hashkey.Key{}, hashkey.Max, shards) {
 		s.addShard(r[0], r[1], "", "")
 	}
 	return s
 }
 
-func (s *nullStream) addShard(lo, hi hashKey, parent, adjacent string) *nullShard {
+func (s *nullStream) addShard(lo, hi hashkey.Key, parent, adjacent string) *nullShard {
 	sh := &nullShard{
 		id:       fmt.Sprintf("shardId-%012d", s.nextID),
 		parent:   parent,
@@ -74,9 +76,9 @@ func (s *nullStream) nextSeq() string {
 }
 
 // route returns the open shard whose range holds h.
-func (s *nullStream) route(h hashKey) *nullShard {
+func (s *nullStream) route(h hashkey.Key) *nullShard {
 	for _, sh := range s.shards {
-		if sh.open && sh.lo.cmp(h) <= 0 && h.cmp(sh.hi) <= 0 {
+		if sh.open && sh.lo.Compare(h) <= 0 && h.Compare(sh.hi) <= 0 {
 			return sh
 		}
 	}
@@ -125,13 +127,13 @@ func (s *nullStream) merge(id1, id2 string) (string, error) {
 	if a == nil || b == nil || !a.open || !b.open {
 		return "", fmt.Errorf("shards %s and %s must both be open", id1, id2)
 	}
-	if b.lo.cmp(a.lo) < 0 {
+	if b.lo.Less(a.lo) {
 		a, b = b, a
 	}
 	next := a.hi
-	next.lo++
-	if next.lo == 0 {
-		next.hi++
+	next.Lo++
+	if next.Lo == 0 {
+		next.Hi++
 	}
 	if next != b.lo {
 		return "", fmt.Errorf("shards %s and %s are not adjacent", id1, id2)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 )
 
@@ -147,11 +148,11 @@ func (s *Server) applyNull(w http.ResponseWriter, in *putRecordsInput, apply []i
 	}
 	for _, i := range apply {
 		e := &in.Records[i]
-		var h hashKey
+		var h hashkey.Key
 		if e.ExplicitHashKey != nil {
 			h, _ = parseHashKey(*e.ExplicitHashKey)
 		} else {
-			h = hashOf(e.PartitionKey)
+			h = hashkey.Of(e.PartitionKey)
 		}
 		sh := s.null.route(h)
 		out.Records[i] = putRecordsOutputEntry{ShardId: sh.id, SequenceNumber: s.null.nextSeq()}

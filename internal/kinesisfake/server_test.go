@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 )
 
@@ -82,12 +83,12 @@ func TestNullModeRoutesByMD5AndCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range out.Records {
-		h := hashOf(fmt.Sprintf("k-%d", i))
+		h := hashkey.Of(fmt.Sprintf("k-%d", i))
 		var want string
 		for _, sh := range shards.Shards {
 			lo, _ := parseHashKey(*sh.HashKeyRange.StartingHashKey)
 			hi, _ := parseHashKey(*sh.HashKeyRange.EndingHashKey)
-			if lo.cmp(h) <= 0 && h.cmp(hi) <= 0 {
+			if lo.Compare(h) <= 0 && h.Compare(hi) <= 0 {
 				want = *sh.ShardId
 			}
 		}
@@ -315,5 +316,16 @@ func TestOutage(t *testing.T) {
 	}
 	if err := describe(2 * time.Second); err != nil {
 		t.Fatalf("after the outage: %v", err)
+	}
+}
+
+func TestParseHashKeyFollowsAWSPattern(t *testing.T) {
+	for s, ok := range map[string]bool{
+		"0": true, "7": true, "340282366920938463463374607431768211455": true,
+		"07": false, "00": false, "": false, "340282366920938463463374607431768211456": false,
+	} {
+		if _, got := parseHashKey(s); got != ok {
+			t.Errorf("parseHashKey(%q) ok = %v, want %v", s, got, ok)
+		}
 	}
 }

@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 )
 
 func main() {
@@ -141,9 +142,9 @@ func loadShardMap(fake http.Handler, stream string) (*shardMap, error) {
 	}
 	m := &shardMap{}
 	for _, s := range out.Shards {
-		lo, ok1 := parseHashKey(s.HashKeyRange.StartingHashKey)
-		hi, ok2 := parseHashKey(s.HashKeyRange.EndingHashKey)
-		if !ok1 || !ok2 {
+		lo, err1 := hashkey.Parse(s.HashKeyRange.StartingHashKey)
+		hi, err2 := hashkey.Parse(s.HashKeyRange.EndingHashKey)
+		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("ListShards: bad hash key range of %s", s.ShardId)
 		}
 		m.add(s.ShardId, lo, hi)

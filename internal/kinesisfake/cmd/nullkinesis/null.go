@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 )
 
@@ -165,7 +166,7 @@ func (n *null) check(q *request) (code, msg string) {
 			return "ValidationException", fmt.Sprintf("1 validation error detected: Value at 'records.%d.member.data' failed to satisfy constraint: record of %d bytes exceeds %d", i+1, size, n.lim.maxRecordBytes)
 		}
 		if e.hasEHK {
-			if _, ok := parseHashKey(string(e.ehk)); !ok {
+			if _, err := hashkey.Parse(string(e.ehk)); err != nil {
 				return "InvalidArgumentException", "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was " + string(e.ehk)
 			}
 		}
@@ -199,11 +200,11 @@ func (n *null) accept(q *request, received time.Time) {
 	}
 	for i := range q.entries {
 		e := &q.entries[i]
-		var h hashKey
+		var h hashkey.Key
 		if e.hasEHK {
-			h, _ = parseHashKey(string(e.ehk))
+			h, _ = hashkey.Parse(string(e.ehk))
 		} else {
-			h = hashOf(e.pk)
+			h = hashkey.OfBytes(e.pk)
 		}
 		e.shard = n.m.route(h).id
 		e.seq = n.seq.Add(1)

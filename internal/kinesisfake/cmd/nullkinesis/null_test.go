@@ -128,20 +128,6 @@ func TestPutRecordsRejects(t *testing.T) {
 	}
 }
 
-func TestParseHashKey(t *testing.T) {
-	for s, ok := range map[string]bool{
-		"0": true, "340282366920938463463374607431768211455": true,
-		"340282366920938463463374607431768211456": false, "": false, "12a": false,
-	} {
-		if _, got := parseHashKey(s); got != ok {
-			t.Errorf("parseHashKey(%q) ok = %v, want %v", s, got, ok)
-		}
-	}
-	if h, _ := parseHashKey("18446744073709551616"); h != (hashKey{1, 0}) {
-		t.Errorf("2^64 parsed as %+v", h)
-	}
-}
-
 func TestLatency(t *testing.T) {
 	srv := newTestNull(t, true)
 	body := `{"StreamName":"s","Records":[` +
