@@ -134,6 +134,14 @@ func run(ctx context.Context) error {
 	}
 	fmt.Println("     /readyz answered 200")
 
+	// Ready means connected, not streaming: changes made before the slot
+	// exists would land in the snapshot (or, for the truncate, erase it).
+	step("Waiting for the snapshot: the two existing rows as 'read' events")
+	metricsURL := "http://" + httpAddr + "/metrics"
+	if err := waitDelivered(ctx, metricsURL, 2); err != nil {
+		return fmt.Errorf("%w\n--- cdcbridge log ---\n%s", err, tail(logPath))
+	}
+
 	step("Changing data: insert, updates (one changes the key), a delete, a message, a truncate")
 	stmts := []string{
 		`INSERT INTO public.orders (id, status, amount, note) VALUES (3, 'new', 5, '{"gift": true}')`,
@@ -152,7 +160,6 @@ func run(ctx context.Context) error {
 	}
 
 	step("Waiting until Kinesis accepted everything (cdcbridge_lag_seconds back to 0)")
-	metricsURL := "http://" + httpAddr + "/metrics"
 	if err := waitDelivered(ctx, metricsURL, 10); err != nil {
 		return fmt.Errorf("%w\n--- cdcbridge log ---\n%s", err, tail(logPath))
 	}
