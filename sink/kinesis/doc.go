@@ -124,11 +124,11 @@
 //
 // # Partition keys
 //
-// The record's partition key is the event's; one over 256 bytes becomes
-// table + ":sha256:" + the first 32 hex digits of its SHA-256 (the cdc
-// package's hashed form), an empty one the table's key (or the source's).
-// Put writes the key used back to Event.PartitionKey, so the envelope and
-// the record agree.
+// The record's partition key is the event's, as its source built it with
+// cdc.PartitionKey (at most 256 bytes: longer keys are already in their
+// hashed form), so the envelope and the record carry the same key. Put
+// never writes to the event; it refuses one whose key is empty, over 256
+// bytes or not UTF-8, which a source must not emit.
 //
 // # Oversize and poison records
 //

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
 )
 
@@ -202,17 +203,30 @@ func (h *harness) eventNoAck(key string) (e *eventT) {
 	return e
 }
 
+// TestPartitionKeys: records carry the key the source built, hashed form
+// included; an event without a valid key is refused and nothing of it is
+// kept, acked or sent.
 func TestPartitionKeys(t *testing.T) {
 	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Keep: true}})
 	h.start()
 	ctx := context.Background()
 	long := h.event("x", 0)
-	long.PartitionKey = "public.t:[\"" + string(make([]byte, 0)) + fmt.Sprintf("%0300d", 7) + "\"]"
-	empty := h.event("y", 0)
-	empty.PartitionKey = ""
-	for _, e := range []*eventT{long, empty} {
+	long.PartitionKey = cdc.PartitionKey("public.t", []byte(fmt.Sprintf(`["%0300d"]`, 7)))
+	table := h.event("y", 0)
+	table.PartitionKey = cdc.TablePartitionKey("public.t")
+	for _, e := range []*eventT{long, table} {
 		if err := h.put(ctx, e); err != nil {
 			t.Fatal(err)
+		}
+	}
+	for _, pk := range []string{"", "public.t:[\"" + strings.Repeat("z", 300) + "\"]", "bad\xffkey"} {
+		e := h.event("z", 0)
+		e.PartitionKey = pk
+		if err := h.p.Put(ctx, e); err == nil || !strings.Contains(err.Error(), e.ID) {
+			t.Errorf("Put with key %.40q: %v, want an error naming event %s", pk, err, e.ID)
+		}
+		if e.PartitionKey != pk {
+			t.Errorf("Put changed the refused key %.40q to %.40q", pk, e.PartitionKey)
 		}
 	}
 	h.flush(10 * time.Second)
@@ -226,7 +240,10 @@ func TestPartitionKeys(t *testing.T) {
 		t.Errorf("long key became %q", pk)
 	}
 	if pk := recs[1].pk; pk != "public.t:*" {
-		t.Errorf("empty key became %q, want the table's key", pk)
+		t.Errorf("table key became %q", pk)
+	}
+	if st := h.p.Status().(Status); st.InflightEvents != 0 {
+		t.Errorf("%d events in flight after the refused ones", st.InflightEvents)
 	}
 }
 

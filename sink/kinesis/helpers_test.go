@@ -207,19 +207,17 @@ func (h *harness) ack(id string) {
 	}
 }
 
-// put puts e and notes its key order.
+// put puts e and notes its key order. Put must leave e as it was.
 func (h *harness) put(ctx context.Context, e *cdc.Event) error {
-	h.mu.Lock()
-	pk := e.PartitionKey
-	h.mu.Unlock()
+	pk, id := e.PartitionKey, e.ID
 	if err := h.p.Put(ctx, e); err != nil {
 		return err
 	}
-	h.mu.Lock()
-	if pk != e.PartitionKey {
-		pk = e.PartitionKey
+	if e.PartitionKey != pk || e.ID != id {
+		h.t.Errorf("Put changed the caller's event: partition key %q -> %q, id %s -> %s", pk, e.PartitionKey, id, e.ID)
 	}
-	h.order[pk] = append(h.order[pk], e.ID)
+	h.mu.Lock()
+	h.order[pk] = append(h.order[pk], id)
 	h.mu.Unlock()
 	return nil
 }

@@ -98,18 +98,21 @@ func New(cfg Config, client *kinesis.Client, reg prometheus.Registerer, log *slo
 }
 
 // Put encodes e and queues it for the stream. The producer keeps the
-// envelope and e.OnAck, not e: the caller's event (and its row images) can
-// be freed or reused once Put returns. It blocks while the
-// in-flight budget (MaxInFlightBytes, MaxInFlightEvents) is used up; an
-// event larger than the whole budget is admitted when nothing else is in
-// flight. e.Ack is called exactly once, after Kinesis accepted the record
-// (or its dead-letter placeholder). Put normalises e.PartitionKey (see
-// DESIGN.md: never empty, at most 256 bytes) so that the envelope carries
-// the key the record is put with.
+// envelope and e.OnAck, not e, and never writes to e: the caller's event
+// (and its row images) can be freed or reused once Put returns. It blocks
+// while the in-flight budget (MaxInFlightBytes, MaxInFlightEvents) is used
+// up; an event larger than the whole budget is admitted when nothing else
+// is in flight. e.Ack is called exactly once, after Kinesis accepted the
+// record (or its dead-letter placeholder).
+//
+// The record is put with e.PartitionKey as the source built it (see
+// cdc.PartitionKey), so the envelope and the record carry the same key.
 //
 // Put returns the producer's fatal error once it has failed, ErrClosed
 // once Run has returned, ctx's error when ctx ends while waiting, or an
-// encoding error (the event is then not taken).
+// error for an event it cannot send as it is: one that does not encode,
+// or whose partition key is empty, over 256 bytes or not UTF-8 (the event
+// is then not taken).
 func (p *Producer) Put(ctx context.Context, e *cdc.Event) error {
 	if err := p.fatal.get(); err != nil {
 		return err

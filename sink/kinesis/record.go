@@ -1,9 +1,7 @@
 package kinesis
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"strings"
+	"fmt"
 	"sync"
 	"unicode/utf8"
 
@@ -46,13 +44,13 @@ const recordOverhead = 256
 var recordPool = sync.Pool{New: func() any { return new(record) }}
 
 // newRecord makes e's record: its envelope, encoded once, and what the
-// loop needs of the event. It normalises e.PartitionKey first (see
-// partitionKey), so that the envelope carries the key the record is put
-// with.
+// loop needs of the event. The partition key is e's own, as the source
+// built it (cdc.PartitionKey): a key Kinesis would refuse, or one that the
+// envelope would carry differently, is an error.
 func newRecord(e *cdc.Event) (*record, error) {
-	pk := partitionKey(e)
-	if pk != e.PartitionKey {
-		e.PartitionKey = pk
+	pk := e.PartitionKey
+	if err := checkPartitionKey(e); err != nil {
+		return nil, err
 	}
 	buf, err := encode(e)
 	if err != nil {
@@ -70,41 +68,21 @@ func newRecord(e *cdc.Event) (*record, error) {
 	return r, nil
 }
 
-// partitionKey returns the Kinesis partition key for e: its own when
-// valid; a key over 256 bytes replaced by its hashed form (the table part
-// kept, cut to fit); an empty one replaced by the table's key or, without
-// a table, the source's. Invalid UTF-8 is replaced as the envelope encoder
-// does, so the key Kinesis hashes is the one the envelope carries.
-func partitionKey(e *cdc.Event) string {
+// checkPartitionKey refuses a key Kinesis would reject (empty, over 256
+// bytes) or that the envelope would not carry as it is (not UTF-8: the
+// encoder replaces what is not).
+func checkPartitionKey(e *cdc.Event) error {
 	pk := e.PartitionKey
-	if !utf8.ValidString(pk) {
-		pk = strings.ToValidUTF8(pk, "\uFFFD")
+	switch {
+	case pk == "":
+		return fmt.Errorf("event %s (table %s) has no partition key", e.ID, e.Subject)
+	case len(pk) > cdc.MaxPartitionKeyBytes:
+		return fmt.Errorf("event %s (table %s): partition key of %d bytes exceeds Kinesis's %d (cdc.PartitionKey hashes longer keys)",
+			e.ID, e.Subject, len(pk), cdc.MaxPartitionKeyBytes)
+	case !utf8.ValidString(pk):
+		return fmt.Errorf("event %s (table %s): partition key is not valid UTF-8", e.ID, e.Subject)
 	}
-	if pk == "" {
-		switch {
-		case e.Subject != "":
-			return cdc.TablePartitionKey(e.Subject)
-		case e.Source != "":
-			return hashedKey("source", e.Source)
-		default:
-			return "cdcbridge:*"
-		}
-	}
-	if len(pk) > cdc.MaxPartitionKeyBytes {
-		table := e.Subject
-		if table == "" {
-			if i := strings.IndexByte(pk, ':'); i > 0 {
-				table = pk[:i]
-			}
-		}
-		return hashedKey(table, pk)
-	}
-	return pk
-}
-
-func hashedKey(table, full string) string {
-	sum := sha256.Sum256([]byte(full))
-	return cdc.HashedPartitionKey(table, hex.EncodeToString(sum[:16]))
+	return nil
 }
 
 func freeRecord(r *record) {

@@ -174,28 +174,45 @@ func TestPredictShard(t *testing.T) {
 	}
 }
 
-func TestPartitionKeyNormalisation(t *testing.T) {
+// TestPartitionKeyTakenAsGiven: the record's key is the event's, as the
+// source built it; a key Kinesis would refuse, or one the envelope would
+// carry differently, is refused, and the event is left as it was.
+func TestPartitionKeyTakenAsGiven(t *testing.T) {
 	long := strings.Repeat("x", 300)
+	hashed := cdc.PartitionKey("public.t", []byte("[\""+long+"\"]"))
 	tests := []struct {
-		e    cdc.Event
-		want string
+		pk string
+		ok bool
 	}{
-		{cdc.Event{PartitionKey: "public.t:[1]", Subject: "public.t"}, "public.t:[1]"},
-		{cdc.Event{PartitionKey: "", Subject: "public.t"}, "public.t:*"},
-		{cdc.Event{PartitionKey: "public.t:[\"" + long + "\"]", Subject: "public.t"}, cdc.PartitionKey("public.t", []byte("[\""+long+"\"]"))},
-		{cdc.Event{PartitionKey: "bad\xffkey"}, "bad\uFFFDkey"},
+		{"public.t:[1]", true},
+		{"public.t:*", true},
+		{hashed, true},
+		{strings.Repeat("é", 128), true}, // 256 bytes
+		{"", false},
+		{"public.t:[\"" + long + "\"]", false},
+		{strings.Repeat("é", 128) + "x", false},
+		{"bad\xffkey", false},
 	}
 	for _, tt := range tests {
-		got := partitionKey(&tt.e)
-		if got != tt.want {
-			t.Errorf("partitionKey(%.40q) = %q, want %q", tt.e.PartitionKey, got, tt.want)
+		e := &cdc.Event{ID: "1", Source: "/cdcbridge/test", Subject: "public.t", PartitionKey: tt.pk, Op: cdc.OpUpdate, Sequence: "1"}
+		r, err := newRecord(e)
+		if (err == nil) != tt.ok {
+			t.Errorf("key %.40q: err = %v, want ok %v", tt.pk, err, tt.ok)
 		}
-		if len(got) == 0 || len(got) > 256 {
-			t.Errorf("key %q: length %d", got, len(got))
+		if e.PartitionKey != tt.pk {
+			t.Errorf("key %.40q: the event's key became %.40q", tt.pk, e.PartitionKey)
 		}
-	}
-	if k := partitionKey(&cdc.Event{Source: "/cdcbridge/x"}); k == "" || k != partitionKey(&cdc.Event{Source: "/cdcbridge/x"}) {
-		t.Errorf("key without table: %q", k)
+		if err != nil {
+			continue
+		}
+		if r.pk != tt.pk || r.hash != hashkey.Of(tt.pk) {
+			t.Errorf("key %.40q: record key %.40q", tt.pk, r.pk)
+		}
+		env, err := cdc.Decode(r.buf)
+		if err != nil || env.PartitionKey != tt.pk {
+			t.Errorf("key %.40q: envelope key %.40q (%v)", tt.pk, env.PartitionKey, err)
+		}
+		freeRecord(r)
 	}
 }
 
