@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	shared "github.com/cdcbridge/cdcbridge/internal/backoff"
 )
 
 // Errors of the DynamoDB Streams API are classified once, here, into what
@@ -107,29 +109,20 @@ func errorCode(err error) string {
 // the SDK's retry quota that would turn sustained throttling into errors.
 func noSDKRetries(o *dynamodbstreams.Options) { o.Retryer = aws.NopRetryer{} }
 
-// backoff is a capped exponential backoff with jitter: attempt n waits a
-// random time between half and all of min(max, base·2^n), so instances
-// throttled together do not retry together.
-type backoff struct {
-	base, max time.Duration
-	attempt   int
-}
+// backoff is the source's delay between failed calls (internal/backoff,
+// equal jitter): attempt n waits a random time between half and all of
+// min(max, base·2^(n-1)), so instances throttled together do not retry
+// together.
+type backoff struct{ b shared.Backoff }
 
-func newBackoff(base, max time.Duration) *backoff { return &backoff{base: base, max: max} }
-
-func (b *backoff) next() time.Duration {
-	d := b.max
-	if b.attempt < 30 {
-		d = min(b.max, b.base<<b.attempt)
-	}
-	b.attempt++
-	return d/2 + rand.N(d/2+1)
+func newBackoff(base, max time.Duration) *backoff {
+	return &backoff{shared.Backoff{Base: base, Max: max, Jitter: shared.Equal}}
 }
 
 // wait sleeps for the next delay or until ctx ends.
-func (b *backoff) wait(ctx context.Context) error { return sleep(ctx, b.next()) }
+func (b *backoff) wait(ctx context.Context) error { return b.b.Wait(ctx) }
 
-func (b *backoff) reset() { b.attempt = 0 }
+func (b *backoff) reset() { b.b.Reset() }
 
 // jitter returns d ± 20%.
 func jitter(d time.Duration) time.Duration {
@@ -137,16 +130,4 @@ func jitter(d time.Duration) time.Duration {
 		return d
 	}
 	return d*4/5 + rand.N(d*2/5+1)
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
