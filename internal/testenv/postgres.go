@@ -304,9 +304,42 @@ func (p *Postgres) shutdownLocked(mode string) error {
 	if p.proc == nil {
 		return nil
 	}
+	if mode == "kill" {
+		err := p.killLocked()
+		p.proc = nil
+		return err
+	}
 	err := p.proc.stop(sig, 60*time.Second)
 	p.proc = nil
 	return err
+}
+
+// killLocked is kill -9 of the postmaster and every backend at once. The
+// backends are not in the postmaster's process group (each calls setsid,
+// so that the postmaster can signal a child's own children), so the group
+// signal of process.stop would leave them running until they notice the
+// postmaster is gone, holding the shared memory that a new postmaster on
+// the same data refuses to share. The postmaster is stopped first, so
+// that it starts no process between the listing and the kill.
+func (p *Postgres) killLocked() error {
+	pid := p.proc.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return p.proc.stop(syscall.SIGKILL, 10*time.Second) // already gone
+	}
+	children, err := childPIDs(pid)
+	for _, c := range children {
+		_ = syscall.Kill(c, syscall.SIGKILL)
+	}
+	if stopErr := p.proc.stop(syscall.SIGKILL, 10*time.Second); err == nil {
+		err = stopErr
+	}
+	if goneErr := waitGone(children, 30*time.Second); err == nil {
+		err = goneErr
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: killing: %w", err)
+	}
+	return nil
 }
 
 // Restart shuts the server down with mode ("fast" or "immediate", see

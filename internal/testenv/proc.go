@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -28,9 +29,11 @@ type process struct {
 // startProcess starts cmd in its own process group, with its output
 // appended to logPath.
 //
-// The own group lets stop reach grandchildren (postgres backends, a JVM's
-// helpers) with one signal, and keeps a terminal's Ctrl-C from hitting the
-// servers before the test binary has a chance to stop them in order.
+// The own group lets stop reach grandchildren (a JVM's helpers; not
+// PostgreSQL backends, which start groups of their own, see
+// Postgres.killLocked) with one signal, and keeps a terminal's Ctrl-C from
+// hitting the servers before the test binary has a chance to stop them in
+// order.
 // Pdeathsig kills the child when the test binary dies without cleaning up
 // (a panic, a test timeout, SIGKILL). Linux ties it to the OS thread that
 // forked the child; the Go runtime only retires threads locked with
@@ -97,6 +100,64 @@ func (p *process) stop(sig syscall.Signal, grace time.Duration) error {
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("%s (pid %d) survived SIGKILL", p.name, pgid)
 	}
+}
+
+// procStat reads the state and parent of a process from /proc; ok is
+// false when it is gone.
+func procStat(pid int) (state string, ppid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", 0, false
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return "", 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return "", 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	return f[0], ppid, true
+}
+
+// childPIDs lists the processes whose parent is pid.
+func childPIDs(pid int) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	var out []int
+	for _, e := range entries {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if _, ppid, ok := procStat(c); ok && ppid == pid {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// waitGone waits until none of pids runs any more. Zombies count as gone:
+// they hold no memory, shared or not.
+func waitGone(pids []int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, pid := range pids {
+		for {
+			state, _, ok := procStat(pid)
+			if !ok || state == "Z" || state == "X" {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("process %d still running %v after SIGKILL", pid, timeout)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 // log returns the tail of the process's log.
