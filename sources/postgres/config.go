@@ -67,7 +67,7 @@ type Config struct {
 	// takes over about two fifths of it after the leader's end.
 	LeaderTimeout time.Duration
 	// Fence, when set, is the gate of the sink's sends: a leader that lost
-	// the lock stops sending at once (see checkpoint/fence).
+	// the lock stops sending at once (see internal/fence).
 	Fence *fence.Gate
 }
 

@@ -13,7 +13,7 @@ import (
 
 // A leader whose lock session is terminated while its events wait in the
 // sink revokes its sends at once (the gate refuses them from then on) and
-// stops with ErrFenced: those events must never be sent by it now.
+// stops with fence.ErrFenced: those events must never be sent by it now.
 func TestLeaderFencedOnLockLoss(t *testing.T) {
 	_, url := newDB(t)
 	conn := mustConn(t, url)
@@ -43,8 +43,8 @@ func TestLeaderFencedOnLockLoss(t *testing.T) {
 	select {
 	case err := <-ra.done:
 		ra.done <- err
-		if !errors.Is(err, ErrFenced) {
-			t.Fatalf("Run ended with %v, want ErrFenced", err)
+		if !errors.Is(err, fence.ErrFenced) {
+			t.Fatalf("Run ended with %v, want fence.ErrFenced", err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the fenced leader did not stop")
@@ -74,7 +74,7 @@ func TestLeaderLossWithoutEventsInFlight(t *testing.T) {
 	mustExec(t, conn, "SELECT pg_terminate_backend($1)", pid)
 	// The loss noticed first: until then the old session still reads as
 	// active, and a change made now could reach it as it stops (then it
-	// holds events of a lost leadership and rightly ends with ErrFenced).
+	// holds events of a lost leadership and rightly ends with fence.ErrFenced).
 	waitFor(t, 30*time.Second, "the loss noticed", func() bool { return testutil.ToFloat64(ra.src.m.reconnects) > reconnects })
 	waitFor(t, 30*time.Second, "the leader streaming again", func() bool {
 		select {

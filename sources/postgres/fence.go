@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdcbridge/cdcbridge/internal/fence"
 )
 
 // Fenced leadership: a leader that can no longer be sure it holds the
@@ -33,12 +35,8 @@ import (
 //     instead of waiting for wal_sender_timeout.
 //   - Records of a lost leadership that are still in the sink can never be
 //     sent after the loss (the gate refuses them), nor taken back: Run then
-//     fails with ErrFenced, and a restart continues from the slot.
-
-// ErrFenced is returned by Run when the slot's lock was lost while records
-// of this leadership were still waiting for the sink: they must not be
-// sent any more, and only a restart clears them.
-var ErrFenced = errors.New("records of a lost leadership are stuck in the sink")
+//     fails with an error wrapping fence.ErrFenced, and a restart
+//     continues from the slot.
 
 // pingEvery is the lock session's ping period and timeout.
 func (c *Config) pingEvery() time.Duration { return c.LeaderTimeout / 5 }
@@ -133,7 +131,8 @@ func (s *Source) drainLost(ctx context.Context, l *lease) error {
 		case <-t.C:
 		case <-grace.C:
 			return fatal(fmt.Errorf("postgres: the slot's lock was lost while changes of this instance were still waiting for Kinesis; "+
-				"they must not be sent any more (another instance streams the slot now), so this instance stops and a restart continues from the slot: %w", ErrFenced))
+				"they must not be sent any more (another instance streams the slot now), so this instance stops and a restart continues from the slot: "+
+				"records of a lost leadership are stuck in the sink: %w", fence.ErrFenced))
 		}
 	}
 	return nil

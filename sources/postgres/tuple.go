@@ -19,17 +19,19 @@ type tupleCol struct {
 	data []byte // points into the message
 }
 
-// tuple is a decoded TupleData. Its columns point into the message bytes,
-// so it is valid only while the message is; the decoder reuses the slice.
+// tuple is a row's columns, from a pgoutput TupleData or a snapshot row.
+// They point into the bytes they were read from (the message, the fetched
+// row), so a tuple is valid only while those are; its owners reuse the
+// slice.
 type tuple struct {
 	cols []tupleCol
 }
 
 var errShortMessage = errors.New("message ends early")
 
-// parseTuple reads a TupleData at the start of src and returns the bytes
-// after it. Unlike pglogrepl's decoder it copies nothing: a row is
-// converted to JSON straight from the message.
+// parse reads a TupleData at the start of src into t, reusing t.cols, and
+// returns the bytes after it. Unlike pglogrepl's decoder it copies nothing:
+// a row is converted to JSON straight from the message.
 func (t *tuple) parse(src []byte) ([]byte, error) {
 	if len(src) < 2 {
 		return nil, errShortMessage
@@ -73,8 +75,8 @@ type rowChange struct {
 	hasNew  bool
 }
 
-// parseRowChange parses an 'I', 'U' or 'D' message (without reusing
-// pglogrepl's per-column copies; see tuple.parse).
+// parse decodes an Insert ('I'), Update ('U') or Delete ('D') message into
+// rc, reusing its column slices; like tuple.parse it copies no column data.
 func (rc *rowChange) parse(msg []byte) error {
 	typ := msg[0]
 	src := msg[1:]
