@@ -25,7 +25,7 @@ const envPrefix = "CDCBRIDGE"
 // default, its meaning (what `cdcbridge config` and the README print), and
 // set, which parses the value (the default when unset or empty) into the
 // part of Config that uses it. Each package gets its own config struct,
-// filled here and nowhere else.
+// filled here (a subcommand's flags may override a field, as dlq --dir).
 type option struct {
 	name, def, desc string
 	secret          bool // the value may hold a password
@@ -339,8 +339,8 @@ func (p *parser) store(s string) (scheme, target string) {
 	}
 }
 
-// parseSize accepts a plain byte count or a number with a unit: KB, MB, GB
-// (powers of 1000) or KiB, MiB, GiB (powers of 1024).
+// parseSize accepts a plain byte count or a number with a unit: B, KB, MB,
+// GB (powers of 1000) or KiB, MiB, GiB (powers of 1024).
 func parseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	i := 0
@@ -364,8 +364,8 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// checkListenAddr accepts what net.Listen("tcp", ...) takes: host:port
-// with a port from 0 to 65535 (the host may be empty).
+// checkListenAddr accepts host:port (the host may be empty) with a numeric
+// port from 0 to 65535: a subset of what net.Listen("tcp", ...) takes.
 func checkListenAddr(s string) error {
 	_, port, err := net.SplitHostPort(s)
 	if err != nil {
@@ -453,7 +453,7 @@ func redactError(msg, secret string) string {
 }
 
 // printConfig writes every variable: name, default, meaning, and the value
-// in effect when set (secrets redacted).
+// as set in the environment (secrets redacted; blank means the default).
 func printConfig(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING\tSET TO")
