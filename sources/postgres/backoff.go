@@ -2,46 +2,21 @@ package postgres
 
 import (
 	"context"
-	"math/rand/v2"
 	"time"
+
+	"github.com/cdcbridge/cdcbridge/internal/backoff"
 )
 
-// backoff is an exponential delay with full jitter between attempts.
-type backoff struct {
-	min, max time.Duration
-	cur      time.Duration
-}
-
-func newBackoff() *backoff { return &backoff{min: 500 * time.Millisecond, max: 30 * time.Second} }
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// next returns the delay before the next attempt.
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur/2 + rand.N(b.cur/2+1)
+// newBackoff is the delay between attempts to reconnect or to take the
+// slot's lock: from 500ms doubling to 30s, each drawn between half and all
+// of that (internal/backoff, equal jitter).
+func newBackoff() *backoff.Backoff {
+	return &backoff.Backoff{Base: 500 * time.Millisecond, Max: 30 * time.Second, Jitter: backoff.Equal}
 }
 
 // wait sleeps for d, calling heartbeat every second, until ctx ends.
 func wait(ctx context.Context, d time.Duration, heartbeat func()) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		heartbeat()
-		select {
-		case <-t.C:
-			return nil
-		case <-tick.C:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return backoff.WaitBeating(ctx, d, time.Second, heartbeat)
 }
 
 // whileBlocked runs f, which may block for long (creating a slot waits

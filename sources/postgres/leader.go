@@ -63,7 +63,7 @@ func (s *Source) acquire(ctx context.Context) (*lease, error) {
 			}
 			s.degrade("source disconnected: " + err.Error())
 			s.log.Warn("connecting to take the slot's lock", "err", err)
-			if err := wait(ctx, bo.next(), s.heartbeat); err != nil {
+			if err := wait(ctx, bo.Next(), s.heartbeat); err != nil {
 				return nil, err
 			}
 			continue
@@ -91,7 +91,7 @@ func (s *Source) acquire(ctx context.Context) (*lease, error) {
 			return nil, err
 		}
 		s.log.Warn("waiting for the slot's lock", "err", err)
-		if err := wait(ctx, bo.next(), s.heartbeat); err != nil {
+		if err := wait(ctx, bo.Next(), s.heartbeat); err != nil {
 			return nil, err
 		}
 	}

@@ -159,12 +159,12 @@ func (s *Source) runActive(ctx context.Context, emit cdc.Emit) error {
 			return err
 		}
 		if time.Since(start) > time.Minute {
-			bo.reset()
+			bo.Reset()
 		}
 		s.m.reconnects.Inc()
 		s.degrade("source disconnected")
 		s.log.Warn("replication session ended; reconnecting", "err", err)
-		if err := wait(ctx, bo.next(), s.heartbeat); err != nil {
+		if err := wait(ctx, bo.Next(), s.heartbeat); err != nil {
 			return err
 		}
 	}
