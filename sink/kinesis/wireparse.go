@@ -11,39 +11,17 @@ import (
 // shard's reuse its string, so a normal answer allocates nothing per entry.
 func parsePutRecordsOutput(data []byte, b *batch) error {
 	s := scanner{b: data}
-	if err := s.expect('{'); err != nil {
-		return err
-	}
 	b.res = b.res[:0]
 	sawRecords := false
-	for first := true; ; first = false {
-		s.ws()
-		if s.peek() == '}' {
-			s.i++
-			break
-		}
-		if !first {
-			if err := s.expect(','); err != nil {
-				return err
-			}
-		}
-		key, _, err := s.str()
-		if err != nil {
-			return err
-		}
-		if err := s.expect(':'); err != nil {
-			return err
-		}
+	err := s.object(func(key []byte) error {
 		if string(key) != "Records" {
-			if err := s.skip(); err != nil {
-				return err
-			}
-			continue
+			return s.skip()
 		}
 		sawRecords = true
-		if err := s.records(b); err != nil {
-			return err
-		}
+		return s.records(b)
+	})
+	if err != nil {
+		return err
 	}
 	if !sawRecords {
 		return errors.New("answer has no Records")
@@ -64,77 +42,54 @@ func (s *scanner) records(b *batch) error {
 		return nil
 	}
 	for {
-		if err := s.expect('{'); err != nil {
-			return err
-		}
 		var res entryResult
 		var hasSeq bool
 		var want string
 		if n := len(b.res); n < len(b.info) {
 			want = b.info[n].shard.id
 		}
-		for first := true; ; first = false {
-			s.ws()
-			if s.peek() == '}' {
-				s.i++
-				break
-			}
-			if !first {
-				if err := s.expect(','); err != nil {
-					return err
-				}
-			}
-			key, _, err := s.str()
-			if err != nil {
-				return err
-			}
-			if err := s.expect(':'); err != nil {
-				return err
-			}
+		err := s.object(func(key []byte) error {
 			s.ws()
 			if s.peek() == 'n' { // null
-				if err := s.skip(); err != nil {
-					return err
-				}
-				continue
+				return s.skip()
 			}
 			switch string(key) {
 			case "SequenceNumber":
 				hasSeq = true
-				if err := s.skip(); err != nil {
-					return err
-				}
+				return s.skip()
 			case "ShardId", "ErrorCode", "ErrorMessage":
-				v, esc, err := s.str()
-				if err != nil {
-					return err
-				}
-				val := ""
-				switch {
-				case esc:
-					var u string
-					if err := json.Unmarshal(s.b[s.last:s.i], &u); err != nil {
-						return err
-					}
-					val = u
-				case string(key) == "ShardId" && string(v) == want:
-					val = want
-				default:
-					val = string(v)
-				}
-				switch string(key) {
-				case "ShardId":
-					res.shardID = val
-				case "ErrorCode":
-					res.code = val
-				default:
-					res.msg = val
-				}
 			default:
-				if err := s.skip(); err != nil {
+				return s.skip()
+			}
+			v, esc, err := s.str()
+			if err != nil {
+				return err
+			}
+			val := ""
+			switch {
+			case esc:
+				var u string
+				if err := json.Unmarshal(s.b[s.last:s.i], &u); err != nil {
 					return err
 				}
+				val = u
+			case string(key) == "ShardId" && string(v) == want:
+				val = want
+			default:
+				val = string(v)
 			}
+			switch string(key) {
+			case "ShardId":
+				res.shardID = val
+			case "ErrorCode":
+				res.code = val
+			default:
+				res.msg = val
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if res.code == "" && (res.shardID == "" || !hasSeq) {
 			// Never take an entry for accepted without its proof.
@@ -192,6 +147,36 @@ func (s *scanner) expect(c byte) error {
 	}
 	s.i++
 	return nil
+}
+
+// object reads an object, calling member with each member's key to read
+// its value.
+func (s *scanner) object(member func(key []byte) error) error {
+	if err := s.expect('{'); err != nil {
+		return err
+	}
+	for first := true; ; first = false {
+		s.ws()
+		if s.peek() == '}' {
+			s.i++
+			return nil
+		}
+		if !first {
+			if err := s.expect(','); err != nil {
+				return err
+			}
+		}
+		key, _, err := s.str()
+		if err != nil {
+			return err
+		}
+		if err := s.expect(':'); err != nil {
+			return err
+		}
+		if err := member(key); err != nil {
+			return err
+		}
+	}
 }
 
 // str reads a string and returns its raw content and whether it holds escapes.
