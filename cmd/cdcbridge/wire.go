@@ -61,8 +61,7 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 	// Record sends pass the source's fence: an instance whose lease may
 	// have moved stops sending (see internal/fence).
 	gate := fence.New(0)
-	kc := kinesissink.NewClient(awsCfg, sinkCfg)
-	kc = kinesis.New(kc.Options(), func(o *kinesis.Options) { o.HTTPClient = gate.Client(o.HTTPClient, fence.PutRecords) })
+	kc := kinesissink.NewClient(awsCfg, sinkCfg, func(o *kinesis.Options) { o.HTTPClient = gate.Client(o.HTTPClient, fence.PutRecords) })
 	producer, err := kinesissink.New(sinkCfg, kc, reg, log.With("component", "sink"))
 	if err != nil {
 		return fail(fmt.Errorf("kinesis sink: %w", err))

@@ -31,13 +31,17 @@ import (
 // The endpoint comes from the SDK configuration, so AWS_ENDPOINT_URL and
 // AWS_ENDPOINT_URL_KINESIS work as usual. A custom CA bundle loaded by the
 // SDK (AWS_CA_BUNDLE) is kept.
-func NewClient(awsCfg aws.Config, cfg Config) *kinesis.Client {
+//
+// optFns apply after the producer's own options, for example to wrap the
+// HTTP client it built.
+func NewClient(awsCfg aws.Config, cfg Config, optFns ...func(*kinesis.Options)) *kinesis.Client {
 	cfg.setDefaults()
-	return kinesis.NewFromConfig(awsCfg, func(o *kinesis.Options) {
+	own := func(o *kinesis.Options) {
 		o.Retryer = aws.NopRetryer{}
 		o.RetryMaxAttempts = 0
 		o.HTTPClient = newHTTPClient(awsCfg.HTTPClient, cfg)
-	})
+	}
+	return kinesis.NewFromConfig(awsCfg, append([]func(*kinesis.Options){own}, optFns...)...)
 }
 
 func newHTTPClient(base aws.HTTPClient, cfg Config) aws.HTTPClient {
