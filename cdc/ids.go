@@ -22,6 +22,11 @@ const MaxPartitionKeyBytes = 256
 // (on a character boundary) so the whole fits. The mapping is deterministic,
 // so the same row always lands on the same key.
 func PartitionKey(table string, keyArray []byte) string {
+	if !utf8.ValidString(table) {
+		// A table name in a non-UTF-8 database (SQL_ASCII): Kinesis takes
+		// only UTF-8 keys, and the same name must always give the same key.
+		table = strings.ToValidUTF8(table, "\uFFFD")
+	}
 	n := len(table) + 1 + len(keyArray)
 	if n <= MaxPartitionKeyBytes {
 		var b strings.Builder

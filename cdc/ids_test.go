@@ -62,6 +62,21 @@ func TestPartitionKeyHashed(t *testing.T) {
 	}
 }
 
+// A table name that is not UTF-8 (a SQL_ASCII database) still gives a
+// UTF-8 partition key, the same one every time, short or hashed.
+func TestPartitionKeyInvalidUTF8(t *testing.T) {
+	table := "public.caf\xe9"
+	for _, arr := range []string{"[1]", "[\"" + strings.Repeat("x", 300) + "\"]"} {
+		k := PartitionKey(table, []byte(arr))
+		if !utf8.ValidString(k) || len(k) > MaxPartitionKeyBytes || k != PartitionKey(table, []byte(arr)) {
+			t.Errorf("key %q: valid UTF-8 %v, %d bytes", k, utf8.ValidString(k), len(k))
+		}
+		if !strings.HasPrefix(k, "public.caf\uFFFD:") {
+			t.Errorf("key %q does not keep the readable part of the table name", k)
+		}
+	}
+}
+
 func TestPadSequence(t *testing.T) {
 	got, err := PadSequence("111111111111111111111")
 	if err != nil || got != "0000000000000000000111111111111111111111" {
