@@ -34,6 +34,16 @@ func TestCheckFailoverSlots(t *testing.T) {
 	url := primary.URL("app")
 	conn := mustConn(t, url)
 	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	// Replication is asynchronous here: wait for the standby to have it.
+	waitFor(t, time.Minute, "the table on the standby", func() bool {
+		c, err := pgx.Connect(ctx, standby.URL("app"))
+		if err != nil {
+			return false
+		}
+		defer c.Close(ctx)
+		var ok bool
+		return c.QueryRow(ctx, `SELECT to_regclass('public.t') IS NOT NULL`).Scan(&ok) == nil && ok
+	})
 	cfg := Config{URL: url, Slot: "fo", Failover: FailoverOn, StandbyURLs: []string{standby.URL("app")}}
 
 	// Before the bridge ran: the slot will be created as a failover slot,
