@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/cdcbridge/cdcbridge/internal/backoff"
 	"github.com/cdcbridge/cdcbridge/internal/verify"
 )
 
@@ -401,11 +402,5 @@ func randText(rng *rand.Rand, n int) string {
 	return b.String()
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
+// sleep waits d or until ctx ends; the workloads check ctx themselves.
+func sleep(ctx context.Context, d time.Duration) { _ = backoff.Wait(ctx, d) }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcbridge/cdcbridge/internal/backoff"
 )
 
 // latencyWindow is one latency repetition.
@@ -54,7 +56,7 @@ func (b *bench) latencyPhase(ctx context.Context) error {
 	}()
 	defer stopGen()
 	b.logf("latency: %d changes/s in 5-row transactions; %s warm-up, then %d windows of %s", b.opts.latencyRate, b.opts.latencyWarmup, b.opts.reps, b.opts.latencyWindow)
-	if err := sleepCtx(ctx, b.opts.latencyWarmup); err != nil {
+	if err := backoff.Wait(ctx, b.opts.latencyWarmup); err != nil {
 		return err
 	}
 	if _, err := ep.latency(true); err != nil {
@@ -68,7 +70,7 @@ func (b *bench) latencyPhase(ctx context.Context) error {
 	samples := 0
 	for i := range b.opts.reps {
 		t := time.Now()
-		if err := sleepCtx(ctx, b.opts.latencyWindow); err != nil {
+		if err := backoff.Wait(ctx, b.opts.latencyWindow); err != nil {
 			return err
 		}
 		s, err := ep.latency(true)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/cdcbridge/cdcbridge/internal/backoff"
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
 )
 
@@ -86,7 +87,7 @@ func dropSlot(ctx context.Context, conn *pgx.Conn, name string) error {
 		if err == nil || !strings.Contains(err.Error(), "is active") {
 			return err
 		}
-		if serr := sleepCtx(ctx, 100*time.Millisecond); serr != nil {
+		if serr := backoff.Wait(ctx, 100*time.Millisecond); serr != nil {
 			return serr
 		}
 	}
@@ -109,7 +110,7 @@ func walsenderPID(ctx context.Context, conn *pgx.Conn, slot string, timeout time
 		if err == nil && pid != nil {
 			return int(*pid)
 		}
-		if sleepCtx(ctx, 5*time.Millisecond) != nil {
+		if backoff.Wait(ctx, 5*time.Millisecond) != nil {
 			return 0
 		}
 	}

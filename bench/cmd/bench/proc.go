@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cdcbridge/cdcbridge/internal/backoff"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat.
@@ -165,22 +167,11 @@ func waitHTTP200(ctx context.Context, url string, c *child, timeout time.Duratio
 		if !c.running() {
 			return fmt.Errorf("%s exited: %v\n%s", c.name, c.err, c.logTail(20))
 		}
-		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+		if err := backoff.Wait(ctx, 20*time.Millisecond); err != nil {
 			return err
 		}
 	}
 	return fmt.Errorf("%s: %s not ready after %s\n%s", c.name, url, timeout, c.logTail(20))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // scrapeMetrics sums each cdcbridge_ metric of a Prometheus text page over

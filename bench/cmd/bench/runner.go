@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cdcbridge/cdcbridge/internal/backoff"
 )
 
 // endpoint is a running nullkinesis process.
@@ -203,7 +205,7 @@ func waitCount(ctx context.Context, br *bridge, want int64, stall time.Duration,
 		if now.Sub(lastMove) > stall {
 			return now, first, fmt.Errorf("no progress for %s at %d of %d records\n%s", stall, max(last, 0), want, br.logTail(20))
 		}
-		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+		if err := backoff.Wait(ctx, 10*time.Millisecond); err != nil {
 			return now, first, err
 		}
 	}

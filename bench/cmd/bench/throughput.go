@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/cdcbridge/cdcbridge/internal/backoff"
 )
 
 // throughputRun is one bridge run that delivers a known number of changes
@@ -83,7 +85,7 @@ func (b *bench) runThroughput(ctx context.Context, s runSpec) (throughputRun, er
 				if err == nil || ctx.Err() != nil {
 					break
 				}
-				if sleepCtx(ctx, 5*time.Millisecond) != nil {
+				if backoff.Wait(ctx, 5*time.Millisecond) != nil {
 					break
 				}
 			}
@@ -92,7 +94,7 @@ func (b *bench) runThroughput(ctx context.Context, s runSpec) (throughputRun, er
 		// The heap in use halfway through, when the in-flight budget is
 		// full: what the peak RSS is made of.
 		go func() {
-			if sleepCtx(ctx, s.cpuProf/2) == nil {
+			if backoff.Wait(ctx, s.cpuProf/2) == nil {
 				_ = br.fetchProfile(ctx, "heap", b.profilePath("heap-"+s.profile))
 			}
 		}()
