@@ -97,16 +97,7 @@ func StartPostgres(opts PostgresOptions) (*Postgres, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	// Only the launch is retried on a lost port race; the cluster stays.
-	for range 3 {
-		if p.Port, err = freePort(); err != nil {
-			break
-		}
-		if err = p.Start(); err == nil || !addrInUse(err) {
-			break
-		}
-	}
-	if err != nil {
+	if err := p.startOnFreePort(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting postgres: %w", err)
 	}
@@ -242,6 +233,19 @@ func (p *Postgres) init(initdb string, extra map[string]string) error {
 		settings[k] = v
 	}
 	return appendSettings(p.dataDir(), settings)
+}
+
+// startOnFreePort starts the server on a free loopback port. Only the
+// launch is retried on a lost port race; the cluster stays.
+func (p *Postgres) startOnFreePort() error {
+	_, err := retryOnPortRace(func() (struct{}, error) {
+		var err error
+		if p.Port, err = freePort(); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, p.Start()
+	})
+	return err
 }
 
 // Start starts a shut-down server again on the same port and data.

@@ -66,15 +66,7 @@ func (p *Postgres) StartStandby(opts StandbyOptions) (*Postgres, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("standby: restarting the primary: %w", err)
 	}
-	for range 3 {
-		if s.Port, err = freePort(); err != nil {
-			break
-		}
-		if err = s.Start(); err == nil || !addrInUse(err) {
-			break
-		}
-	}
-	if err != nil {
+	if err := s.startOnFreePort(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting the standby: %w", err)
 	}

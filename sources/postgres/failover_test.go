@@ -3,80 +3,14 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/cdcbridge/cdcbridge/internal/chaos"
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// forwarder is a loopback TCP forwarder whose target the test moves, as a
-// DNS name or a cloud endpoint moves to another server.
-type forwarder struct {
-	l      net.Listener
-	mu     sync.Mutex
-	target string
-	conns  map[net.Conn]struct{}
-}
-
-func newForwarder(t *testing.T, target string) *forwarder {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &forwarder{l: l, target: target, conns: map[net.Conn]struct{}{}}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go f.pipe(c)
-		}
-	}()
-	t.Cleanup(func() { l.Close(); f.retarget("") })
-	return f
-}
-
-func (f *forwarder) pipe(c net.Conn) {
-	f.mu.Lock()
-	target := f.target
-	f.mu.Unlock()
-	up, err := net.DialTimeout("tcp", target, 5*time.Second)
-	if err != nil {
-		c.Close()
-		return
-	}
-	f.mu.Lock()
-	f.conns[c], f.conns[up] = struct{}{}, struct{}{}
-	f.mu.Unlock()
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(up, c); done <- struct{}{} }()
-	go func() { io.Copy(c, up); done <- struct{}{} }()
-	<-done
-	c.Close()
-	up.Close()
-}
-
-// retarget sends new connections to target and closes the open ones.
-func (f *forwarder) retarget(target string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.target = target
-	for c := range f.conns {
-		c.Close()
-		delete(f.conns, c)
-	}
-}
-
-func (f *forwarder) url(db string) string {
-	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", f.l.Addr(), db)
-}
 
 // A slot that something else moved past what the bridge confirmed is not
 // trusted: the changes in between may never have been sent. fail stops
@@ -142,8 +76,13 @@ func TestSlotMovedAhead(t *testing.T) {
 func TestOtherClusterAtSameAddress(t *testing.T) {
 	pgA, _ := privatePG(t, nil)
 	pgB, _ := privatePG(t, nil)
-	fw := newForwarder(t, fmt.Sprintf("127.0.0.1:%d", pgA.Port))
-	url := fw.url("app")
+	// The database's address, which the test moves as a DNS name moves.
+	fw, err := chaos.NewProxy(fmt.Sprintf("127.0.0.1:%d", pgA.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fw.Close() })
+	url := fmt.Sprintf("postgres://postgres@%s/app?sslmode=disable", fw.Addr)
 	for _, pg := range []*testenv.Postgres{pgA, pgB} {
 		conn := mustConn(t, pg.URL("app"))
 		mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -160,7 +99,7 @@ func TestOtherClusterAtSameAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	fw.retarget(fmt.Sprintf("127.0.0.1:%d", pgB.Port))
+	fw.SetTarget(fmt.Sprintf("127.0.0.1:%d", pgB.Port))
 	r2 := startSource(t, Config{URL: url, Slot: "moved"}, store, newSink(t).emit)
 	select {
 	case err := <-r2.done:

@@ -45,10 +45,13 @@ func newPositions(start uint64) *positions {
 }
 
 // markSaved records that the checkpoint store holds lsn.
-func (p *positions) markSaved(lsn uint64) {
+func (p *positions) markSaved(lsn uint64) { storeMax(&p.saved, lsn) }
+
+// storeMax raises a to v unless it is already higher.
+func storeMax(a *atomic.Uint64, v uint64) {
 	for {
-		cur := p.saved.Load()
-		if lsn <= cur || p.saved.CompareAndSwap(cur, lsn) {
+		cur := a.Load()
+		if v <= cur || a.CompareAndSwap(cur, v) {
 			return
 		}
 	}
@@ -56,14 +59,7 @@ func (p *positions) markSaved(lsn uint64) {
 
 // noteKeepalive is called by the decoder, in stream order, for a keepalive
 // (or an XLogData's WAL end) processed while no transaction is open.
-func (p *positions) noteKeepalive(walEnd uint64) {
-	for {
-		cur := p.idleCandidate.Load()
-		if walEnd <= cur || p.idleCandidate.CompareAndSwap(cur, walEnd) {
-			return
-		}
-	}
-}
+func (p *positions) noteKeepalive(walEnd uint64) { storeMax(&p.idleCandidate, walEnd) }
 
 // advance returns the position that is safe to confirm now, for the
 // checkpoint store.

@@ -271,14 +271,7 @@ func (s *session) enqueue(ctx context.Context, it item, nextStatus *time.Time) e
 	return nil
 }
 
-func (s *session) noteReceived(lsn uint64) {
-	for {
-		cur := s.received.Load()
-		if lsn <= cur || s.received.CompareAndSwap(cur, lsn) {
-			return
-		}
-	}
-}
+func (s *session) noteReceived(lsn uint64) { storeMax(&s.received, lsn) }
 
 // sendStatus reports the confirmed position as flushed and applied, and
 // the received position as written.
