@@ -32,6 +32,11 @@ func TestSlotMovedAhead(t *testing.T) {
 				t.Fatal(err)
 			}
 			mustExec(t, conn, `INSERT INTO t VALUES (2)`) // skipped by the advance below
+			waitFor(t, 30*time.Second, "the walsender to release the slot", func() bool {
+				var active bool
+				err := conn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slotFor(url)).Scan(&active)
+				return err == nil && !active
+			})
 			mustExec(t, conn, `SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())`, slotFor(url))
 			mustExec(t, conn, `INSERT INTO t VALUES (3)`)
 

@@ -31,8 +31,6 @@ type Source struct {
 	pos    atomic.Pointer[positions] // the current session's
 	leader atomic.Pointer[lease]     // the lock while held
 
-	warnNoIdleTimeout sync.Once
-
 	mu       sync.Mutex
 	role     string
 	degraded map[string]bool // reason -> sticky (kept across recoveries)
