@@ -154,16 +154,22 @@ func identify(ctx context.Context, conn *pgconn.PgConn) (identity, error) {
 }
 
 // walSenderTimeout reads wal_sender_timeout on the replication connection
-// (status updates must come more often).
+// (status updates must come more often). The error is the query's; an
+// answer it cannot read gives 0 (no timeout known), as the setting only
+// shortens the status interval.
 func walSenderTimeout(ctx context.Context, conn *pgconn.PgConn) (time.Duration, error) {
 	res, err := conn.Exec(ctx, "SHOW wal_sender_timeout").ReadAll()
 	if err != nil {
 		return 0, err
 	}
 	if len(res) != 1 || len(res[0].Rows) != 1 {
-		return 0, errors.New("SHOW wal_sender_timeout: unexpected result")
+		return 0, nil
 	}
-	return parsePGDuration(string(res[0].Rows[0][0]))
+	d, err := parsePGDuration(string(res[0].Rows[0][0]))
+	if err != nil {
+		return 0, nil
+	}
+	return d, nil
 }
 
 // parsePGDuration reads a time setting as SHOW prints it ("60s", "1min",

@@ -244,7 +244,13 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 	s.noteSession(pos)
 	s.m.confirmedLSN.Set(float64(plan.start))
 	interval := s.cfg.StatusInterval
-	if wst, err := walSenderTimeout(ctx, conn); err == nil && wst > 0 && wst/3 < interval {
+	// A failed query leaves the connection closing in the background
+	// (pgconn closes it when a read is cut off): it must not be used again.
+	wst, err := walSenderTimeout(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("reading wal_sender_timeout: %w", err)
+	}
+	if wst > 0 && wst/3 < interval {
 		interval = wst / 3
 	}
 	sess := &session{
