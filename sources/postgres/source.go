@@ -253,18 +253,19 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 	if wst > 0 && wst/3 < interval {
 		interval = wst / 3
 	}
+	sessCtx, stopSess := context.WithCancelCause(ctx)
+	defer stopSess(nil)
+	sv := &saver{src: s, st: st, state: plan.state, pos: pos, stop: stopSess, saved: pos.current()}
 	sess := &session{
 		conn: conn, pos: pos, q: newQueue(queueBytes), interval: interval,
 		heartbeat: s.heartbeat, log: s.log, metrics: s.m,
 		dec:       newDecoder(source, s.types, pool, pos, emit, s.m, s.log),
 		onConfirm: func(lsn uint64) { s.m.confirmedLSN.Set(float64(lsn)) },
+		saveFinal: func() { sv.saveWithin(10 * time.Second) },
 	}
-	state := plan.state
-	sessCtx, stopSess := context.WithCancelCause(ctx)
-	defer stopSess(nil)
 	saveCtx, stopSave := context.WithCancel(context.WithoutCancel(ctx))
 	var saveWG sync.WaitGroup
-	saveWG.Go(func() { s.saveLoop(saveCtx, st, state, pos, stopSess) })
+	saveWG.Go(func() { sv.loop(saveCtx) })
 	s.log.Info("streaming", "from", formatLSN(plan.start), "publications", pubs, "status_interval", interval)
 	err = sess.run(sessCtx, s.cfg.Slot, pubs, srv.version)
 	stopSave()
@@ -291,59 +292,6 @@ func explainStreamError(err error, slot string, pubs []string) error {
 			"or create the slot after the publication", slot, strings.Join(pubs, ","), err))
 	}
 	return err
-}
-
-// saveLoop saves the position that is safe to confirm about once a
-// second when it moved, and once more when ctx ends; the server is told
-// only what was saved (see positions). A store that reports the checkpoint
-// stale (another owner wrote it) ends the session: the state is reloaded
-// before streaming again. Saves that keep failing for
-// CheckpointFailureLimit end it with a fatal error: a bridge that cannot
-// keep its state must say so rather than run on degraded indefinitely.
-func (s *Source) saveLoop(ctx context.Context, st *stateStore, state *slotState, pos *positions, stop context.CancelCauseFunc) {
-	saved := pos.current()
-	var failingSince time.Time
-	save := func(c context.Context) {
-		cur := pos.advance()
-		if cur == saved && state.SavedBeforeConfirm {
-			return
-		}
-		state.ConfirmedLSN = formatLSN(cur)
-		state.SavedBeforeConfirm = true
-		if err := st.save(c, state); err != nil {
-			if errors.Is(err, checkpoint.ErrStale) {
-				s.log.Error("the checkpoint store holds a newer position for this slot: another instance wrote it; restarting the session", "err", err)
-				stop(err)
-				return
-			}
-			s.degrade("checkpoint saves failing")
-			if failingSince.IsZero() {
-				failingSince = time.Now()
-			}
-			if limit := s.cfg.CheckpointFailureLimit; time.Since(failingSince) >= limit && c.Err() == nil {
-				stop(fatal(fmt.Errorf("the checkpoint store could not save the slot's state for %v (CDCBRIDGE_CHECKPOINT_STORE): %w", limit, err)))
-				return
-			}
-			s.log.Warn("saving the checkpoint", "err", err)
-			return
-		}
-		failingSince = time.Time{}
-		saved = cur
-		pos.markSaved(cur)
-	}
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			save(ctx)
-		case <-ctx.Done():
-			c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			save(c)
-			cancel()
-			return
-		}
-	}
 }
 
 // pollSlotLag exports how much WAL the slot holds.

@@ -43,6 +43,7 @@ type session struct {
 	log       *slog.Logger
 	metrics   *metrics
 	onConfirm func(lsn uint64) // called after each status update
+	saveFinal func()           // saves the position before the last status update
 
 	received atomic.Uint64 // highest WAL end the server reported
 	// sentFlush is the flush position of the last status update (the
@@ -298,8 +299,12 @@ func (s *session) sendStatus(replyRequested bool) error {
 }
 
 // finish sends a last status update on the way out, so the server holds
-// as little as possible for the next session.
+// as little as possible for the next session; the position is saved first
+// (the server is told only what the store holds).
 func (s *session) finish(ctx context.Context) error {
+	if s.saveFinal != nil {
+		s.saveFinal()
+	}
 	if err := s.sendStatus(false); err != nil {
 		s.log.Debug("final status update failed", "err", err)
 	}
