@@ -65,6 +65,8 @@ func TestBadConfig(t *testing.T) {
 		{"POSTGRES_PUBLICATION", "1pub", nil}, {"POSTGRES_PUBLICATION", "bad-name", nil}, {"POSTGRES_PUBLICATION", strings.Repeat("p", 64), nil},
 		{"POSTGRES_TABLES", "items", nil}, {"POSTGRES_TABLES", "public.items,public.bad table", nil}, {"POSTGRES_TABLES", "a.b.c", nil},
 		{"POSTGRES_SNAPSHOT", "sometimes", nil}, {"POSTGRES_ON_SLOT_LOST", "ignore", nil},
+		{"POSTGRES_FAILOVER", "yes", nil}, {"POSTGRES_STANDBY_URLS", "standby.internal:5432", nil},
+		{"POSTGRES_STANDBY_URLS", "postgres://u:p@[::1/db", nil},
 		{"DYNAMODB_TABLE", "", map[string]string{"CDCBRIDGE_SOURCE": "dynamodb"}},
 		{"DYNAMODB_STREAM_ARN", "arn:aws:dynamodb:us-east-1:1:table/orders/stream/x", ddb},
 		{"DYNAMODB_STREAM_ARN", "not-an-arn", map[string]string{"CDCBRIDGE_SOURCE": "dynamodb"}},
