@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -206,8 +207,10 @@ func TestSnapshotConcurrentWrites(t *testing.T) {
 	}
 }
 
-// frozenStore stops persisting when frozen, as a process that dies
-// before its next save.
+// frozenStore refuses every save while frozen: the store is out of reach
+// from then on, as for a process that dies before its next save. The
+// source confirms to the server only what it saved, so the slot stays
+// where the store says.
 type frozenStore struct {
 	*memStore
 	frozen atomic.Bool
@@ -215,7 +218,7 @@ type frozenStore struct {
 
 func (s *frozenStore) Save(ctx context.Context, key string, c checkpoint.Checkpoint) error {
 	if s.frozen.Load() {
-		return nil
+		return errors.New("frozen store: unreachable")
 	}
 	return s.memStore.Save(ctx, key, c)
 }
