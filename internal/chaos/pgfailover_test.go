@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
-	"github.com/cdcbridge/cdcbridge/internal/verify"
 )
 
 // failoverCluster is a primary with one physical standby, both real
@@ -296,7 +295,7 @@ func checkLastWord(t *testing.T, r *rig, url string, timeout time.Duration) {
 	}
 	deadline := time.Now().Add(timeout)
 	for {
-		recs, err := verify.ReadAll(ctx, r.Kin.Client(), r.Stream)
+		recs, err := r.reader.Read(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

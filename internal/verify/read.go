@@ -47,17 +47,47 @@ type Record struct {
 // and returns the user records, each shard's in order, parents' shards
 // before their children's.
 func ReadAll(ctx context.Context, client *kinesis.Client, stream string) ([]Record, error) {
-	shards, err := listShards(ctx, client, stream)
+	return NewReader(client, stream).Read(ctx)
+}
+
+// Reader reads a stream again and again, each time only what was added
+// since its last read: for tests that poll a stream until everything
+// arrived, without reading it all from the start each time.
+type Reader struct {
+	client *kinesis.Client
+	stream string
+	shards map[string]*shardRead
+}
+
+type shardRead struct {
+	recs    []Record
+	lastSeq string // the last Kinesis record read; empty before the first
+}
+
+// NewReader returns a Reader of stream that has read nothing yet.
+func NewReader(client *kinesis.Client, stream string) *Reader {
+	return &Reader{client: client, stream: stream, shards: map[string]*shardRead{}}
+}
+
+// Read reads what every shard gained since the last Read and returns all
+// user records read so far, as ReadAll orders them.
+func (rd *Reader) Read(ctx context.Context) ([]Record, error) {
+	shards, err := listShards(ctx, rd.client, rd.stream)
 	if err != nil {
 		return nil, err
 	}
 	var all []Record
 	for _, s := range shards {
-		recs, err := readShard(ctx, client, stream, s)
-		if err != nil {
+		id := aws.ToString(s.ShardId)
+		sr := rd.shards[id]
+		if sr == nil {
+			sr = &shardRead{}
+			rd.shards[id] = sr
+		}
+		if err := rd.readShard(ctx, s, sr); err != nil {
 			return nil, err
 		}
-		all = append(all, recs...)
+		all = append(all, sr.recs...)
 	}
 	return all, nil
 }
@@ -95,40 +125,45 @@ func listShards(ctx context.Context, client *kinesis.Client, stream string) ([]t
 	return shards, nil
 }
 
-func readShard(ctx context.Context, client *kinesis.Client, stream string, shard types.Shard) ([]Record, error) {
+func (rd *Reader) readShard(ctx context.Context, shard types.Shard, sr *shardRead) error {
 	id := aws.ToString(shard.ShardId)
 	lo, hi := hashRange(shard)
-	it, err := client.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{
-		StreamName: aws.String(stream), ShardId: aws.String(id), ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("iterator for %s: %w", id, err)
+	in := &kinesis.GetShardIteratorInput{
+		StreamName: aws.String(rd.stream), ShardId: aws.String(id), ShardIteratorType: types.ShardIteratorTypeTrimHorizon,
 	}
-	var out []Record
+	if sr.lastSeq != "" {
+		in.ShardIteratorType = types.ShardIteratorTypeAfterSequenceNumber
+		in.StartingSequenceNumber = aws.String(sr.lastSeq)
+	}
+	it, err := rd.client.GetShardIterator(ctx, in)
+	if err != nil {
+		return fmt.Errorf("iterator for %s: %w", id, err)
+	}
 	iter := it.ShardIterator
 	for iter != nil {
-		page, err := client.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(10000)})
+		page, err := rd.client.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(10000)})
 		var throttled *types.ProvisionedThroughputExceededException
 		if errors.As(err, &throttled) {
 			select {
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return ctx.Err()
 			case <-time.After(200 * time.Millisecond):
 			}
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", id, err)
+			return fmt.Errorf("reading %s: %w", id, err)
 		}
 		for _, r := range page.Records {
-			out = append(out, userRecords(id, r, lo, hi)...)
+			sr.recs = append(sr.recs, userRecords(id, r, lo, hi)...)
+			sr.lastSeq = aws.ToString(r.SequenceNumber)
 		}
 		if len(page.Records) == 0 && aws.ToInt64(page.MillisBehindLatest) == 0 {
 			break
 		}
 		iter = page.NextShardIterator
 	}
-	return out, nil
+	return nil
 }
 
 func hashRange(s types.Shard) (lo, hi *big.Int) {

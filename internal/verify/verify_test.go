@@ -16,7 +16,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -404,7 +403,36 @@ func TestReadAll(t *testing.T) {
 	if valid != 3 || invalid != 2 {
 		t.Fatalf("%d valid, %d invalid; want 3, 2", valid, invalid)
 	}
-	_ = types.ShardIteratorTypeTrimHorizon
+
+	// A Reader reads on from where it stopped: each read returns every
+	// record so far, none twice, in the order ReadAll gives.
+	rd := NewReader(c, stream)
+	if got, err := rd.Read(ctx); err != nil || len(got) != 5 {
+		t.Fatalf("first read: %d records, %v; want 5", len(got), err)
+	}
+	put("public.t:[1]", aws.String(second), a)
+	put("public.t:[2]", aws.String(first), b)
+	got, err := rd.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := ReadAll(ctx, c, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != 7 {
+		t.Fatalf("ReadAll: %d records, want 7", len(want))
+	}
+	seqs := func(rs []Record) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, fmt.Sprintf("%s/%s/%d", r.ShardID, r.Sequence, r.SubIndex))
+		}
+		return out
+	}
+	if d := cmp.Diff(seqs(want), seqs(got)); d != "" {
+		t.Fatalf("second read differs from ReadAll (-ReadAll +Reader):\n%s", d)
+	}
 }
 
 func TestJSONDiff(t *testing.T) {
