@@ -32,8 +32,8 @@ func TestFaults(t *testing.T) {
 		{"unknown error code", kinesisfake.Faults{FailRequests: 0.2, RequestError: "SomethingNewException"}, Config{}},
 		{"responses lost by reset", kinesisfake.Faults{LoseResponses: 0.25, LoseMode: kinesisfake.Reset}, Config{}},
 		{"responses truncated", kinesisfake.Faults{LoseResponses: 0.25, LoseMode: kinesisfake.Truncate}, Config{}},
-		{"responses lost by timeout", kinesisfake.Faults{LoseResponses: 0.1, LoseMode: kinesisfake.Hang}, Config{RequestTimeout: 150 * time.Millisecond}},
-		{"slow responses past the timeout", kinesisfake.Faults{SlowRequests: 0.1, Delay: 300 * time.Millisecond}, Config{RequestTimeout: 150 * time.Millisecond}},
+		{"responses lost by timeout", kinesisfake.Faults{LoseResponses: 0.1, LoseMode: kinesisfake.Hang}, Config{RequestTimeout: time.Second}},
+		{"slow responses past the timeout", kinesisfake.Faults{SlowRequests: 0.1, Delay: 2 * time.Second}, Config{RequestTimeout: time.Second}},
 		{"everything at once", kinesisfake.Faults{ThrottleEntries: 0.2, FailEntries: 0.05, FailRequests: 0.1, LoseResponses: 0.1}, Config{}},
 	}
 	for _, tc := range cases {

@@ -28,7 +28,7 @@ func TestKinesalite(t *testing.T) {
 		{"entry throttling 30%", kinesisfake.Faults{ThrottleEntries: 0.3}, Config{}},
 		{"internal failures and 500s", kinesisfake.Faults{FailEntries: 0.1, FailRequests: 0.1}, Config{}},
 		{"ambiguous outcomes", kinesisfake.Faults{LoseResponses: 0.2, LoseMode: kinesisfake.Reset}, Config{}},
-		{"slow responses past the timeout", kinesisfake.Faults{SlowRequests: 0.1, Delay: 400 * time.Millisecond}, Config{RequestTimeout: 200 * time.Millisecond}},
+		{"slow responses past the timeout", kinesisfake.Faults{SlowRequests: 0.1, Delay: 3 * time.Second}, Config{RequestTimeout: 2 * time.Second}},
 	}
 	for _, tc := range cases {
 		for _, agg := range []bool{false, true} {
