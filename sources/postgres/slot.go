@@ -117,8 +117,14 @@ type slotSetup struct {
 //     created but its snapshot's rows not all acknowledged, so drop it and
 //     start over (read events repeat; no row is lost);
 //   - state with history and a usable slot at or behind the last position
-//     the bridge confirmed (behind after a server crash or a failover: the
-//     changes in between are sent again): stream from it;
+//     the bridge saved: stream from it. Behind on the same timeline (a
+//     stop whose last status update the server did not apply, or a server
+//     crash that lost the slot's last position), streaming starts at the
+//     saved position: that WAL is the same history, and every change
+//     before it was accepted by Kinesis. Behind after a timeline change (a
+//     failover), it starts at the slot's position, since the new timeline
+//     may have forked before the saved one: the changes in between are
+//     sent again, with their first ids;
 //   - state with history, slot gone, invalidated or ahead of what the
 //     bridge confirmed: creating a new slot at the current position, or
 //     trusting the moved one, would silently skip changes, so follow
@@ -201,12 +207,20 @@ func (s *Source) prepareSlot(ctx context.Context, su slotSetup) (slotPlan, error
 			}
 			return s.slotLost(ctx, su, slot, reason, formatLSN(state.lastConfirmed()))
 		}
-		if last := state.lastConfirmed(); slot.confirmed < last {
-			s.log.Warn("the slot is behind the last position the bridge confirmed (the server crashed or failed over): "+
-				"the changes in between are sent again, with their first ids",
-				"slot_confirmed", formatLSN(slot.confirmed), "bridge_confirmed", formatLSN(last))
+		sameHistory := promoted == "" && state.Timeline != 0 // useSlot records the timeline
+		plan, err := s.useSlot(ctx, su, slot, state)
+		if last := state.lastConfirmed(); err == nil && slot.confirmed < last {
+			if sameHistory {
+				s.log.Info("the slot is behind the position the bridge saved (its last status update was not applied, or the server restarted): "+
+					"streaming from the saved position", "slot_confirmed", formatLSN(slot.confirmed), "saved", formatLSN(last))
+				plan.start = last
+			} else {
+				s.log.Warn("the slot is behind the last position the bridge saved, after a timeline change: "+
+					"the changes in between are sent again, with their first ids",
+					"slot_confirmed", formatLSN(slot.confirmed), "saved", formatLSN(last))
+			}
 		}
-		return s.useSlot(ctx, su, slot, state)
+		return plan, err
 	}
 
 	// The bridge streamed from this slot, and it is gone or unusable.

@@ -267,7 +267,7 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 	var saveWG sync.WaitGroup
 	saveWG.Go(func() { sv.loop(saveCtx) })
 	s.log.Info("streaming", "from", formatLSN(plan.start), "publications", pubs, "status_interval", interval)
-	err = sess.run(sessCtx, s.cfg.Slot, pubs, srv.version)
+	err = sess.run(sessCtx, s.cfg.Slot, plan.start, pubs, srv.version)
 	stopSave()
 	saveWG.Wait()
 	if cause := context.Cause(sessCtx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {

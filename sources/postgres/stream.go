@@ -78,8 +78,10 @@ func startArgs(pubs []string, serverVersion int) []string {
 }
 
 // run streams from the slot until ctx ends or an error occurs.
-func (s *session) run(ctx context.Context, slot string, pubs []string, serverVersion int) error {
-	err := pglogrepl.StartReplication(ctx, s.conn, slot, 0, pglogrepl.StartReplicationOptions{
+// The server starts at the slot's position or at start, whichever is
+// later.
+func (s *session) run(ctx context.Context, slot string, start uint64, pubs []string, serverVersion int) error {
+	err := pglogrepl.StartReplication(ctx, s.conn, slot, pglogrepl.LSN(start), pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication, PluginArgs: startArgs(pubs, serverVersion),
 	})
 	if err != nil {
