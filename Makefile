@@ -30,9 +30,13 @@ image: build
 # Everything on PostgreSQL 15 (the default), then the Postgres source again
 # on 17, whose code paths 15 does not reach (failover slots). 14, 16 and 18
 # run in test-pg-matrix: every version on every run would take too long.
+# The reliability suite's short form (internal/chaos) runs after the other
+# packages rather than beside them: its scenarios run bridges, servers and
+# workloads of their own, and on two cores they would starve each other.
 test: deps tidy-check
 	go vet ./...
-	go test -race -count=1 -timeout 30m ./...
+	go test -race -count=1 -timeout 30m $$(go list ./... | grep -v '/internal/chaos$$')
+	go test -race -count=1 -timeout 30m ./internal/chaos/
 	@echo "=== the Postgres source on PostgreSQL 17 (CDCBRIDGE_TEST_PG_VERSION=17)"
 	CDCBRIDGE_TEST_PG_VERSION=17 go test -race -count=1 -timeout 30m ./sources/postgres/
 

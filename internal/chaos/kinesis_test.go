@@ -35,7 +35,7 @@ func TestKinesisFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { proxy.Close() })
-	const requestTimeout = 2 * time.Second
+	const requestTimeout = 5 * time.Second // kinesalite on a loaded machine can take seconds for 500 records
 	b := NewBridge(t, append(r.env(pg.URL(r.DB), proxy.URL()),
 		"CDCBRIDGE_KINESIS_REQUEST_TIMEOUT="+requestTimeout.String(),
 		"CDCBRIDGE_KINESIS_CONNECT_TIMEOUT=1s")...)
