@@ -187,6 +187,7 @@ func checkKinesis(ctx context.Context, cfg *Config, client *kinesis.Client) []ch
 		}
 		res = append(res, ok("kinesis distribution", "%s", strategy))
 	}
+	res = append(res, checkAggregation(cfg, strings.EqualFold(string(s.RecordDistributionStrategy), "AUTO")))
 	if s.MaxRecordSizeInKiB == nil {
 		res = append(res, ok("kinesis record size", "1024 KiB (not reported; the Kinesis default)"))
 	} else {
@@ -262,4 +263,20 @@ func checkDynamoDB(ctx context.Context, cfg *Config, db *dynamodb.Client, stream
 			"%s: events will lack before and/or after images", view))
 	}
 	return res
+}
+
+// checkAggregation says what CDCBRIDGE_KINESIS_AGGREGATE asks of consumers
+// (/status counts the aggregates sent: sink.aggregates_delivered_total).
+func checkAggregation(cfg *Config, auto bool) checkResult {
+	const deagg = "consumers must de-aggregate KPL records (KCL, Lambda with the KPL de-aggregator, cdcbridge tail, examples/consumer)"
+	switch {
+	case !cfg.Sink.Aggregate && !cfg.Sink.AggregateHot:
+		return ok("kinesis aggregation", "off: one Kinesis record per change")
+	case auto:
+		return failed("kinesis aggregation", "set CDCBRIDGE_KINESIS_AGGREGATE=false or switch the stream back to partition-key distribution",
+			"RecordDistributionStrategy AUTO ignores explicit hash keys, so aggregates could land where KCL drops their records")
+	case cfg.Sink.AggregateHot:
+		return ok("kinesis aggregation", "hot: a row with two or more changes queued sends them as one KPL aggregate; %s", deagg)
+	}
+	return ok("kinesis aggregation", "every record in KPL aggregates; %s", deagg)
 }

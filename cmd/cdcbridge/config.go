@@ -104,8 +104,18 @@ var options = []option{
 				p.add("%s: %d is above 256, the most concurrent PutRecords requests the producer runs", p.name(), c.Sink.MaxInFlight)
 			}
 		}},
-	{name: "KINESIS_AGGREGATE", def: "false", desc: "KPL aggregation: true or false",
-		set: func(p *parser, c *Config, v string) { c.Sink.Aggregate = p.boolean(v) }},
+	{name: "KINESIS_AGGREGATE", def: "false", desc: "KPL aggregation: false, true (every record) or hot (only a key's run of two or more queued records)",
+		set: func(p *parser, c *Config, v string) {
+			if strings.EqualFold(v, "hot") {
+				c.Sink.AggregateHot = true
+				return
+			}
+			if _, err := strconv.ParseBool(v); err != nil {
+				p.add("%s: %q is not false, true or hot", p.name(), v)
+				return
+			}
+			c.Sink.Aggregate = p.boolean(v)
+		}},
 	{name: "KINESIS_CONNECT_TIMEOUT", def: "2s", desc: "TCP+TLS connect timeout",
 		set: func(p *parser, c *Config, v string) { c.Sink.ConnectTimeout = p.duration(v) }},
 	{name: "KINESIS_REQUEST_TIMEOUT", def: "10s", desc: "timeout of one PutRecords attempt",

@@ -116,7 +116,7 @@ func TestConfigErrors(t *testing.T) {
 			`CDCBRIDGE_MAX_INFLIGHT_BYTES: "lots" is not a size (for example 64MiB, 10MB, 1048576)`,
 			`CDCBRIDGE_KINESIS_MAX_REQUEST_BYTES: 67108864 is above the 10MiB`,
 			`CDCBRIDGE_KINESIS_MAX_IN_FLIGHT: "0" is not a positive integer`,
-			`CDCBRIDGE_KINESIS_AGGREGATE: "maybe" is not a boolean`,
+			`CDCBRIDGE_KINESIS_AGGREGATE: "maybe" is not false, true or hot`,
 			`CDCBRIDGE_ORDERING: unknown value "partial" (one of key, none)`,
 			`CDCBRIDGE_OVERSIZE: unknown value "drop" (one of dlq, fail)`,
 			`CDCBRIDGE_POSTGRES_SNAPSHOT: unknown value "always" (one of initial, never)`,

@@ -336,10 +336,14 @@ func TestCheck(t *testing.T) {
 	if code != 0 || regexp.MustCompile(`(?m)^fail\s`).MatchString(out) {
 		t.Fatalf("check on a good set-up: exit %d\n%s", code, out)
 	}
-	for _, want := range []string{"ok    kinesis stream", "ok    kinesis put permission", "ok    checkpoint store", "postgres"} {
+	for _, want := range []string{"ok    kinesis stream", "ok    kinesis put permission", "ok    checkpoint store", "postgres", "ok    kinesis aggregation    off"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
+	}
+	code, out = run("CDCBRIDGE_KINESIS_STREAM="+stream, "CDCBRIDGE_POSTGRES_URL="+pg.URL("postgres"), "CDCBRIDGE_KINESIS_AGGREGATE=hot")
+	if code != 0 || !regexp.MustCompile(`ok\s+kinesis aggregation\s+hot: .*consumers must de-aggregate`).MatchString(out) {
+		t.Errorf("check with CDCBRIDGE_KINESIS_AGGREGATE=hot: exit %d, no line saying consumers must de-aggregate:\n%s", code, out)
 	}
 	code, out = run("CDCBRIDGE_KINESIS_STREAM=missing-"+stream, "CDCBRIDGE_POSTGRES_URL=postgres://postgres:hunter2@127.0.0.1:1/none?connect_timeout=2")
 	if code != 1 || !strings.Contains(out, "fail  kinesis stream") || !strings.Contains(out, "does not exist") {

@@ -185,7 +185,7 @@ func daemon(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	registerLag(reg, p.source)
 
 	log.Info("cdcbridge starting", "version", version, "source", cfg.Source, "stream", cfg.Sink.Stream,
-		"http_addr", ln.Addr().String(), "ordering", cfg.Sink.Ordering, "aggregate", cfg.Sink.Aggregate)
+		"http_addr", ln.Addr().String(), "ordering", cfg.Sink.Ordering, "aggregate", cfg.Sink.AggregateMode())
 
 	sourceCtx, stopSource := context.WithCancel(runCtx)
 	defer stopSource()

@@ -1,9 +1,9 @@
 package kinesis
 
-// aggregate builds one aggregate from s's ready keys, at most capBytes
-// (partition key included), and adds it to b. It returns the user records
-// taken and the entry's size.
-func (l *loop) aggregate(b *batch, s *shard, capBytes int) (int, int) {
+// aggregate builds one aggregate from s's ready keys (only the first with
+// oneKey), at most capBytes (partition key included), and adds it to b. It
+// returns the user records taken and the entry's size.
+func (l *loop) aggregate(b *batch, s *shard, capBytes int, oneKey bool) (int, int) {
 	a := &l.agg
 	a.Reset()
 	first := len(b.recs)
@@ -34,8 +34,8 @@ func (l *loop) aggregate(b *batch, s *shard, capBytes int) (int, int) {
 		}
 		l.unready(s, k)
 		k.sent = take
-		if take < k.n {
-			break // the aggregate is full
+		if take < k.n || oneKey {
+			break // the aggregate is full, or holds its one key
 		}
 	}
 	n := a.Len()

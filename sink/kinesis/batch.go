@@ -16,6 +16,7 @@ type batch struct {
 	info    []entry
 	recs    []*record // the records of all entries, entry by entry
 	bytes   int
+	held    int64 // charged to the budget while in flight: body and aggregates
 
 	sentAt time.Time
 	dur    time.Duration
@@ -101,6 +102,16 @@ func (b *batch) sub(from, to int) *batch {
 		n.info = append(n.info, e)
 		n.entries = append(n.entries, entry)
 		n.bytes += len(entry.Data) + len(aws.ToString(entry.PartitionKey))
+	}
+	return n
+}
+
+// memory is what the request holds beyond its records while in flight:
+// its body and, until the body is written, its aggregates.
+func (b *batch) memory() int64 {
+	n := int64(bodySize(b))
+	for i := range b.info {
+		n += int64(len(b.info[i].blob))
 	}
 	return n
 }

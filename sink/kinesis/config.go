@@ -47,6 +47,11 @@ type Config struct {
 	MaxInFlight int
 	// Aggregate packs user records into KPL aggregated records.
 	Aggregate bool
+	// AggregateHot (with Aggregate false) sends records plain, except
+	// that a key with two or more records queued sends its queued run as
+	// one aggregate: a hot key moves a run per round trip, and consumers
+	// see aggregates only for hot keys (CDCBRIDGE_KINESIS_AGGREGATE=hot).
+	AggregateHot bool
 	// AggregateMaxBytes caps an aggregate's size (partition key
 	// included); default and upper bound: the stream's record limit.
 	AggregateMaxBytes int
@@ -164,6 +169,9 @@ func (c *Config) validate() error {
 	if c.MaxRequestBytes < 1<<10 || c.MaxRequestBytes > maxRequestBytes {
 		bad("MaxRequestBytes must be between 1 KiB and 10 MiB (got %d)", c.MaxRequestBytes)
 	}
+	if c.Aggregate && c.AggregateHot {
+		bad("Aggregate and AggregateHot exclude each other: aggregate every record, or only hot keys' runs")
+	}
 	if c.AggregateMaxBytes < 0 {
 		bad("AggregateMaxBytes must not be negative (got %d)", c.AggregateMaxBytes)
 	}
@@ -171,6 +179,21 @@ func (c *Config) validate() error {
 		bad("ShardHeadroom must be a fraction in (0, 1] (got %v)", c.ShardHeadroom)
 	}
 	return errors.Join(errs...)
+}
+
+// aggregating reports whether records may go out in aggregates.
+func (c *Config) aggregating() bool { return c.Aggregate || c.AggregateHot }
+
+// AggregateMode is the config's CDCBRIDGE_KINESIS_AGGREGATE value:
+// false, true or hot.
+func (c *Config) AggregateMode() string {
+	switch {
+	case c.Aggregate:
+		return "true"
+	case c.AggregateHot:
+		return "hot"
+	}
+	return "false"
 }
 
 // streamParams returns the StreamName or StreamARN to put in requests.

@@ -37,6 +37,8 @@ func (l *loop) dispatch() {
 // send hands b to a sender.
 func (l *loop) send(b *batch) {
 	l.inflight++
+	b.held = b.memory()
+	l.in.hold(b.held)
 	b.sentAt = l.now
 	l.m.batchRecords.Observe(float64(len(b.entries)))
 	l.m.batchBytes.Observe(float64(b.bytes))
@@ -114,7 +116,8 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 			continue
 		}
 		room := l.cfg.MaxRequestBytes - b.bytes
-		if l.cfg.Aggregate && !r.noAgg {
+		// Aggregate every record, or (hot) a key's run of two or more.
+		if (l.cfg.Aggregate || l.cfg.AggregateHot && k.n > 1) && !r.noAgg {
 			// The head record as a one-record aggregate: exact size.
 			if lone := l.emptyAgg.SizeWith(r.pk, "", len(r.buf)) + len(r.pk); lone <= l.aggMax {
 				if lone > room {
@@ -123,7 +126,7 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 				if !fits(lone) {
 					return false
 				}
-				if n, used := l.aggregate(b, s, min(l.aggMax, room, int(byteTok)-usedB)); n > 0 {
+				if n, used := l.aggregate(b, s, min(l.aggMax, room, int(byteTok)-usedB), l.cfg.AggregateHot); n > 0 {
 					usedR++
 					usedB += used
 					continue

@@ -31,14 +31,11 @@
 //     buffer's capacity (size classes 1.5x apart), its partition key and a
 //     fixed overhead; the producer keeps the envelope and OnAck, not the
 //     caller's event. An event larger than the whole budget is admitted
-//     when nothing else is in flight. Beyond the budget the producer holds
-//     at most MaxInFlight request bodies (base64: 4/3 of the request's
-//     bytes; kept in a bounded free list) and, with aggregation, the
-//     aggregates of requests not yet written into their body: about
-//     MaxInFlight x MaxRequestBytes x 1.4 without aggregation (a few MiB
-//     for batches of small events, since a batch holds at most 500
-//     records) and up to x 2.4 with it (about 96 MiB with the defaults).
-//     Lower MaxInFlight or MaxRequestBytes to lower it.
+//     when nothing else is in flight. The body of each request in flight
+//     (base64: 4/3 of the request's bytes) and its aggregates count in
+//     the same budget until the request ends, so Put also waits while
+//     they fill it. Beyond the budget the producer keeps only idle request
+//     bodies, at most MaxInFlight (a bounded free list).
 //
 // # Batching and the hot-key bound
 //
@@ -54,6 +51,10 @@
 // endpoint). Aggregation lifts the bound: a key's queued
 // records go out together in one aggregated record (up to
 // AggregateMaxBytes), so a hot key moves a whole run per round trip.
+// AggregateHot does that for hot keys only: a key with one record queued
+// goes out plain, a key with more sends its run as one aggregate (never
+// two entries of a key in one request, whose order PutRecords does not
+// keep), so consumers meet aggregates only for keys that were hot.
 // OrderingNone lifts it differently: records of one key share requests
 // and are retried independently, so after a partial failure, a throttled
 // entry or a timeout a key's records may reach the stream out of Put order

@@ -17,8 +17,9 @@ type intake struct {
 	fatal     *fatal
 
 	mu         sync.Mutex
-	usedBytes  int64
+	usedBytes  int64 // the records'
 	usedEvents int
+	heldBytes  int64         // request bodies and aggregates of requests in flight
 	queue      []*record     // Put since the loop last took them
 	space      chan struct{} // closed when budget is released; nil when nobody waits
 	epoch      uint64        // flush epoch of new events
@@ -52,7 +53,7 @@ func (in *intake) admit(ctx context.Context, r *record) error {
 			freeRecord(r)
 			return ErrClosed
 		}
-		if in.usedEvents == 0 || (in.usedBytes+r.cost <= in.maxBytes && in.usedEvents < in.maxEvents) {
+		if in.usedEvents == 0 || (in.usedBytes+in.heldBytes+r.cost <= in.maxBytes && in.usedEvents < in.maxEvents) {
 			break
 		}
 		ch := in.space
@@ -132,6 +133,24 @@ func (in *intake) release(recs []*record) (usedBytes int64, usedEvents int) {
 	usedBytes, usedEvents = in.usedBytes, in.usedEvents
 	in.mu.Unlock()
 	return usedBytes, usedEvents
+}
+
+// hold charges n bytes of request bodies and aggregates to the budget
+// until unhold: Put waits while records and these are over it together.
+func (in *intake) hold(n int64) {
+	in.mu.Lock()
+	in.heldBytes += n
+	in.mu.Unlock()
+}
+
+func (in *intake) unhold(n int64) {
+	in.mu.Lock()
+	in.heldBytes -= n
+	if in.space != nil {
+		close(in.space)
+		in.space = nil
+	}
+	in.mu.Unlock()
 }
 
 // flush closes the current epoch and waits until it and every earlier

@@ -159,7 +159,7 @@ func (l *loop) enqueue(r *record) {
 	switch {
 	case wasIdle:
 		l.makeReady(k, false)
-	case k.ready && l.cfg.Aggregate:
+	case k.ready && l.cfg.aggregating():
 		l.readyRecs++
 		l.readyBytes += int64(r.size())
 	}

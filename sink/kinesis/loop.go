@@ -85,7 +85,7 @@ func (l *loop) start(s summary, shards []types.Shard) error {
 		return fmt.Errorf("stream %s: %w", l.label, err)
 	}
 	l.log.Info("kinesis producer ready", "arn", s.arn, "shards", len(l.smap.shards), "max_record_bytes", l.recordLimit,
-		"mode", s.mode, "distribution", s.distribution, "ordering", l.cfg.Ordering, "aggregate", l.cfg.Aggregate)
+		"mode", s.mode, "distribution", s.distribution, "ordering", l.cfg.Ordering, "aggregate", l.cfg.AggregateMode())
 	return nil
 }
 

@@ -10,7 +10,7 @@ import "time"
 // readyWeight is what a ready key adds to the ready counters: its head
 // record, or with aggregation its whole queue.
 func (l *loop) readyWeight(k *keyState) (int, int64) {
-	if l.cfg.Aggregate {
+	if l.cfg.aggregating() {
 		return k.n, k.bytes
 	}
 	return 1, int64(k.head.size())

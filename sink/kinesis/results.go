@@ -13,6 +13,8 @@ import (
 // failed requests are retried or split.
 func (l *loop) handleResult(ctx context.Context, b *batch) {
 	l.inflight--
+	l.in.unhold(b.held)
+	b.held = 0
 	l.m.putDuration.Observe(b.dur.Seconds())
 	if ctx.Err() != nil {
 		return // shutting down: abandoned, never acked
@@ -27,7 +29,7 @@ func (l *loop) handleResult(ctx context.Context, b *batch) {
 		l.status.update(func(st *Status) { st.FailingRequests = 0 })
 	}
 	l.gateUntil = l.now
-	failed := 0
+	failed, aggs, aggRecs := 0, 0, 0
 	for i := range b.info {
 		e := &b.info[i]
 		res := &b.res[i]
@@ -46,7 +48,17 @@ func (l *loop) handleResult(ctx context.Context, b *batch) {
 				continue
 			}
 		}
+		if e.aggregated {
+			aggs++
+			aggRecs += e.end - e.first
+		}
 		l.entryOK(b, e)
+	}
+	if aggs > 0 {
+		l.status.update(func(st *Status) {
+			st.Aggregates += int64(aggs)
+			st.AggregatedRecords += int64(aggRecs)
+		})
 	}
 	if failed > 0 {
 		l.m.requests.WithLabelValues("partial").Inc()

@@ -16,7 +16,10 @@ type Status struct {
 	MaxRecordBytes     int       `json:"max_record_bytes,omitempty"`
 	Shards             int       `json:"shards"`
 	Ordering           string    `json:"ordering"`
-	Aggregate          bool      `json:"aggregate"`
+	Aggregate          bool      `json:"aggregate"`      // records may reach the stream in KPL aggregates
+	AggregateMode      string    `json:"aggregate_mode"` // CDCBRIDGE_KINESIS_AGGREGATE: false, true or hot
+	Aggregates         int64     `json:"aggregates_delivered_total"`
+	AggregatedRecords  int64     `json:"aggregated_records_delivered_total"` // user records inside them
 	Ready              bool      `json:"ready"`
 	InflightEvents     int       `json:"inflight_events"`
 	InflightBytes      int64     `json:"inflight_bytes"`
@@ -44,7 +47,7 @@ type statusBox struct {
 
 func newStatusBox(cfg Config) *statusBox {
 	return &statusBox{
-		s:       Status{Stream: cfg.Stream, Ordering: string(cfg.Ordering), Aggregate: cfg.Aggregate},
+		s:       Status{Stream: cfg.Stream, Ordering: string(cfg.Ordering), Aggregate: cfg.aggregating(), AggregateMode: cfg.AggregateMode()},
 		trouble: map[string]string{},
 	}
 }

@@ -39,7 +39,7 @@ func (c *control) checkSummary(s summary) error {
 		if c.cfg.Ordering == OrderingKey {
 			return errAuto(c.label)
 		}
-		if c.cfg.Aggregate {
+		if c.cfg.aggregating() {
 			return errAutoAggregate(c.label)
 		}
 	}
