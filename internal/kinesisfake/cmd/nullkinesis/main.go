@@ -70,6 +70,8 @@ func run(ctx context.Context) error {
 	maxRequest := flag.Int("max-request-bytes", 5<<20, "PutRecords request limit (data plus partition keys)")
 	latency := flag.Bool("latency", false, "record commit-to-accepted latency of every user record")
 	every := flag.Duration("every", 0, "print counts at this interval (0: only on exit)")
+	delay := flag.Duration("delay", 0, "added to every PutRecords round trip (a remote endpoint's latency)")
+	checkOrder := flag.Bool("check-order", false, "count per-row order violations: a user record seen for the first time whose sequence is below its partition key's last")
 	flag.Parse()
 
 	// The fake listens on a loopback port of its own that nobody uses:
@@ -89,6 +91,10 @@ func run(ctx context.Context) error {
 	n := newNull(*stream, m, fake, lim)
 	if *latency {
 		n.lat = &latencies{}
+	}
+	n.delay = *delay
+	if *checkOrder {
+		n.last = map[uint64]string{}
 	}
 
 	l, err := net.Listen("tcp", *addr)

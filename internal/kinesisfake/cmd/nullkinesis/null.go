@@ -42,6 +42,10 @@ type Counts struct {
 	BadEnvelopes int64 // user records that are not cdcbridge envelopes
 	Unique       int64 // distinct envelope ids among the user records
 	Rejected     int64 // requests rejected (limits, stream name, malformed)
+	// OrderViolations (with -check-order) counts user records seen for
+	// the first time whose sequence is below the highest seen before for
+	// their partition key: zero when every row's changes came in order.
+	OrderViolations int64
 }
 
 type null struct {
@@ -50,9 +54,11 @@ type null struct {
 	fake        http.Handler
 	lim         limits
 	lat         *latencies
+	delay       time.Duration     // before each PutRecords answer
+	last        map[uint64]string // with -check-order: the highest sequence per partition key (hashed); under mu
 
 	seq  atomic.Uint64
-	c    [11]atomic.Int64 // in Counts' field order
+	c    [12]atomic.Int64 // in Counts' field order
 	mu   sync.Mutex
 	ids  map[uint64]struct{}
 	seed maphash.Seed
@@ -72,6 +78,7 @@ const (
 	cBadEnvelopes
 	cUnique
 	cRejected
+	cOrderViolations
 )
 
 func newNull(stream string, m *shardMap, fake http.Handler, lim limits) *null {
@@ -89,7 +96,7 @@ func newNull(stream string, m *shardMap, fake http.Handler, lim limits) *null {
 func (n *null) counts() Counts {
 	v := func(i int) int64 { return n.c[i].Load() }
 	return Counts{v(cRequests), v(cPutRequests), v(cEntries), v(cAccepted), v(cUserRecords), v(cUserBytes),
-		v(cAggregates), v(cDecodeErrors), v(cBadEnvelopes), v(cUnique), v(cRejected)}
+		v(cAggregates), v(cDecodeErrors), v(cBadEnvelopes), v(cUnique), v(cRejected), v(cOrderViolations)}
 }
 
 func (n *null) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -133,6 +140,9 @@ func (n *null) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.accept(q, received)
+	if n.delay > 0 {
+		time.Sleep(n.delay)
+	}
 	q.resp = n.appendResponse(q.resp[:0], q)
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 	w.Header().Set("Content-Length", strconv.Itoa(len(q.resp)))
@@ -184,6 +194,7 @@ var envelopePrefix = []byte(`{"specversion":"1.0","id":"`)
 func (n *null) accept(q *request, received time.Time) {
 	var users, userBytes, aggs, decodeErrs, bad int64
 	q.hashes = q.hashes[:0]
+	q.order = q.order[:0]
 	user := func(data []byte) {
 		users++
 		userBytes += int64(len(data))
@@ -194,6 +205,9 @@ func (n *null) accept(q *request, received time.Time) {
 			return
 		}
 		q.hashes = append(q.hashes, maphash.Bytes(n.seed, rest[:end]))
+		if n.last != nil {
+			q.order = append(q.order, orderOf(n.seed, data))
+		}
 		if n.lat != nil {
 			n.lat.add(received, data)
 		}
@@ -223,13 +237,28 @@ func (n *null) accept(q *request, received time.Time) {
 		}
 		user(e.data)
 	}
+	var violations int64
 	n.mu.Lock()
 	before := len(n.ids)
-	for _, h := range q.hashes {
+	for i, h := range q.hashes {
+		if n.last == nil {
+			n.ids[h] = struct{}{}
+			continue
+		}
+		if _, dup := n.ids[h]; dup {
+			continue
+		}
 		n.ids[h] = struct{}{}
+		o := q.order[i]
+		if last, ok := n.last[o.key]; ok && o.seq < last {
+			violations++
+			continue
+		}
+		n.last[o.key] = o.seq
 	}
 	unique := len(n.ids) - before
 	n.mu.Unlock()
+	n.c[cOrderViolations].Add(violations)
 	n.c[cEntries].Add(int64(len(q.entries)))
 	n.c[cAccepted].Add(int64(len(q.entries)))
 	n.c[cUserRecords].Add(users)
@@ -277,4 +306,40 @@ func writeError(w http.ResponseWriter, code, msg string) {
 	w.Header().Set("X-Amzn-Errortype", code)
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// orderKey is a user record's partition key (hashed) and sequence.
+type orderKey struct {
+	key uint64
+	seq string
+}
+
+var (
+	partitionKeyAttr = []byte(`"partitionkey":"`)
+	sequenceAttr     = []byte(`"sequence":"`)
+)
+
+// orderOf finds the envelope's partitionkey and sequence attributes by a
+// byte search (they come before "data"); the key is hashed as written,
+// escapes included.
+func orderOf(seed maphash.Seed, envelope []byte) orderKey {
+	var o orderKey
+	if i := bytes.Index(envelope, partitionKeyAttr); i >= 0 {
+		rest := envelope[i+len(partitionKeyAttr):]
+		end := 0
+		for end < len(rest) && rest[end] != '"' {
+			if rest[end] == '\\' {
+				end++
+			}
+			end++
+		}
+		o.key = maphash.Bytes(seed, rest[:min(end, len(rest))])
+	}
+	if i := bytes.Index(envelope, sequenceAttr); i >= 0 {
+		rest := envelope[i+len(sequenceAttr):]
+		if j := bytes.IndexByte(rest, '"'); j >= 0 {
+			o.seq = string(rest[:j])
+		}
+	}
+	return o
 }

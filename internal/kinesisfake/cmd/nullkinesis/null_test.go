@@ -143,3 +143,38 @@ func TestLatency(t *testing.T) {
 		t.Fatalf("latency after reset %+v, want an empty window", s)
 	}
 }
+
+// With -check-order, a row's change seen for the first time with a
+// sequence below one seen before for its key is a violation; a duplicate
+// of an earlier change is not, and other keys are apart.
+func TestCheckOrder(t *testing.T) {
+	fake := kinesisfake.New(kinesisfake.Options{StreamName: "s", Shards: 4})
+	t.Cleanup(fake.Close)
+	m, err := loadShardMap(fake, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := newNull("s", m, fake, limits{maxRequestBytes: 5 << 20, maxRecordBytes: 1 << 20})
+	n.last = map[uint64]string{}
+	srv := httptest.NewServer(n)
+	t.Cleanup(srv.Close)
+	env := func(id, pk, seq string) string {
+		return `{"specversion":"1.0","id":"` + id + `","partitionkey":"` + pk + `","sequence":"` + seq + `","data":{}}`
+	}
+	var agg kpl.Aggregator
+	agg.Add("p", []byte(env("a2", `t:[\"x\"]`, "02")))
+	agg.Add("p", []byte(env("a3", `t:[\"x\"]`, "03")))
+	for i, body := range []string{
+		`{"StreamName":"s","Records":[{"Data":"` + b64(env("a1", `t:[\"x\"]`, "01")) + `","PartitionKey":"p"},{"Data":"` + b64(env("b5", "t:[2]", "05")) + `","PartitionKey":"q"}]}`,
+		`{"StreamName":"s","Records":[{"Data":"` + base64.StdEncoding.EncodeToString(agg.Bytes(nil)) + `","PartitionKey":"p"}]}`,
+		// a1 again (a duplicate), then b4 after b5: one violation.
+		`{"StreamName":"s","Records":[{"Data":"` + b64(env("a1", `t:[\"x\"]`, "01")) + `","PartitionKey":"p"},{"Data":"` + b64(env("b4", "t:[2]", "04")) + `","PartitionKey":"q"}]}`,
+	} {
+		if code, errType := put(t, srv.URL, body); code != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, code, errType)
+		}
+	}
+	if c := counts(t, srv.URL); c.OrderViolations != 1 || c.Unique != 5 || c.UserRecords != 6 {
+		t.Fatalf("counts %+v; want 1 order violation, 5 unique of 6 user records", c)
+	}
+}

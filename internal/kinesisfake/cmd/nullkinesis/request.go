@@ -19,6 +19,7 @@ type request struct {
 	arn     string
 	users   []kpl.UserRecord
 	hashes  []uint64
+	order   []orderKey // with -check-order: each user record's key and sequence
 	resp    []byte
 }
 
