@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -39,5 +41,25 @@ func TestUpdateSQL(t *testing.T) {
 	}
 	if v := updateSQL([]int64{1, 2}); !strings.HasSuffix(v, " WHERE id IN (1,2)") {
 		t.Errorf("updateSQL batch = %q", v)
+	}
+}
+
+func TestUpdateReadme(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "README.md")
+	if err := os.WriteFile(path, []byte("intro\n"+readmeBegin+"\nold table\n"+readmeEnd+"\nafter\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := updateReadme(path, "new table\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	if want := "intro\n" + readmeBegin + "\nnew table\n\n" + readmeEnd + "\nafter\n"; string(b) != want {
+		t.Fatalf("README:\n%s\nwant:\n%s", b, want)
+	}
+	if err := os.WriteFile(path, []byte("no markers\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := updateReadme(path, "x"); err == nil {
+		t.Fatal("a README without markers was accepted")
 	}
 }

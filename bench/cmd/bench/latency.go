@@ -26,12 +26,12 @@ func (b *bench) latencyPhase(ctx context.Context) error {
 	if _, err := b.conn.Exec(ctx, `INSERT INTO bench_items `+rowSelect+`(0, $1) g ON CONFLICT DO NOTHING`, distinctKeys-1); err != nil {
 		return err
 	}
-	ep, err := b.startEndpoint("latency", true)
+	ep, err := b.startEndpoint("latency", "-latency")
 	if err != nil {
 		return err
 	}
 	defer ep.stop(syscall.SIGTERM, 5*time.Second)
-	br, err := b.startBridge("latency", false, append([]string{"AWS_ENDPOINT_URL_KINESIS=" + ep.URL}, b.pgEnv(slot, false)...)...)
+	br, err := b.startBridge("latency", false, append([]string{"AWS_ENDPOINT_URL_KINESIS=" + ep.URL}, b.pgEnv(slot, "false")...)...)
 	if err != nil {
 		return err
 	}

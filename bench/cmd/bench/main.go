@@ -12,7 +12,10 @@
 //  4. peak RSS while one very large transaction flows;
 //  5. DynamoDB Local's stream, and a scripted DynamoDB Streams server,
 //     into the null endpoint;
-//  6. the same backlog into kinesalite.
+//  6. the same backlog into kinesalite;
+//  7. a backlog where one row takes half of 300,000 changes, into a null
+//     endpoint that adds a 20 ms round trip and checks per-row order,
+//     with AGGREGATE=hot, =true and (for 30 s) =false.
 //
 // It prints a table and writes every figure, the settings and the machine
 // to bench/results.json. With -profile it also saves CPU and allocation
@@ -47,6 +50,7 @@ type options struct {
 	ddbItems      int
 	scriptedItems int
 	kinesalite    int
+	hotChanges    int
 	shards        int
 	profile       bool
 	outDir        string
@@ -71,7 +75,7 @@ func (e *envFlags) Set(v string) error {
 	return nil
 }
 
-var phases = []string{"throughput", "kinesalite", "latency", "bigtx", "dynamodb"}
+var phases = []string{"throughput", "kinesalite", "hotkey", "latency", "bigtx", "dynamodb"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -98,6 +102,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&o.ddbItems, "ddb-items", 50_000, "items written to DynamoDB Local")
 	flag.IntVar(&o.scriptedItems, "scripted-items", 200_000, "records of the scripted DynamoDB stream")
 	flag.IntVar(&o.kinesalite, "kinesalite-changes", 100_000, "changes timed into kinesalite")
+	flag.IntVar(&o.hotChanges, "hot-changes", 300_000, "changes of the hot-key backlog, half of them on one row")
 	flag.IntVar(&o.shards, "shards", 512, "shards of the null stream (the bridge paces each at 1000 records/s)")
 	flag.BoolVar(&o.profile, "profile", false, "save CPU and allocation profiles of the bridge")
 	flag.StringVar(&o.outDir, "out", filepath.Join(root, "bench", "out"), "directory for logs and profiles")
@@ -204,6 +209,11 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.want("hotkey") {
+		if err := b.hotKeyPhase(ctx); err != nil {
+			return err
+		}
+	}
 	if b.want("latency") {
 		if err := b.latencyPhase(ctx); err != nil {
 			return err
@@ -263,15 +273,15 @@ func gitCommit(root string) string {
 }
 
 // pgEnv is the bridge's environment for streaming slot of the benchmark
-// database without a snapshot.
-func (b *bench) pgEnv(slot string, aggregate bool, extra ...string) []string {
+// database without a snapshot; aggregate is CDCBRIDGE_KINESIS_AGGREGATE.
+func (b *bench) pgEnv(slot, aggregate string, extra ...string) []string {
 	return append([]string{
 		"CDCBRIDGE_SOURCE=postgres",
 		"CDCBRIDGE_POSTGRES_URL=" + b.pg.URL(database),
 		"CDCBRIDGE_POSTGRES_SLOT=" + slot,
 		"CDCBRIDGE_POSTGRES_PUBLICATION=" + publication,
 		"CDCBRIDGE_POSTGRES_SNAPSHOT=never",
-		fmt.Sprintf("CDCBRIDGE_KINESIS_AGGREGATE=%t", aggregate),
+		"CDCBRIDGE_KINESIS_AGGREGATE=" + aggregate,
 	}, extra...)
 }
 
@@ -294,7 +304,8 @@ func (b *bench) report(m machine) error {
 		fmt.Println("note:", n)
 	}
 	generated := time.Now().UTC().Format(time.RFC3339)
-	if err := writeMarkdown(filepath.Join(b.opts.outDir, "results.md"), b.figs, m, generated, [2]float64{b.loadAtStart, loadAverage()}); err != nil {
+	table := markdown(b.figs, m, generated, [2]float64{b.loadAtStart, loadAverage()})
+	if err := os.WriteFile(filepath.Join(b.opts.outDir, "results.md"), []byte(table), 0o644); err != nil {
 		return err
 	}
 	res := map[string]any{
@@ -315,6 +326,8 @@ func (b *bench) report(m machine) error {
 			"scripted_stream_items": b.opts.scriptedItems,
 			"kinesalite_changes":    b.opts.kinesalite,
 			"null_stream_shards":    b.opts.shards,
+			"hot_key_changes":       b.opts.hotChanges,
+			"hot_key_round_trip_ms": hotDelay.Milliseconds(),
 		},
 		"bridge_settings": "defaults (linger 50ms, 8 requests in flight, 64MiB / 100000 events in flight, GOMEMLIMIT unset: the bridge's own soft limit of 128MiB) with ORDERING=key; *_memlimit figures add GOMEMLIMIT=" + b.opts.memLimit,
 		"figures":         b.figs,
@@ -328,7 +341,10 @@ func (b *bench) report(m machine) error {
 		b.logf("partial run: results in %s", path)
 		return writeJSON(path, res)
 	}
-	b.logf("results in %s", b.opts.results)
+	b.logf("results in %s; the table in README.md", b.opts.results)
+	if err := updateReadme(filepath.Join(b.root, "README.md"), table); err != nil {
+		return err
+	}
 	return writeJSON(b.opts.results, res)
 }
 
@@ -347,6 +363,7 @@ func (b *bench) targets() []target {
 	add("peak RSS, backlog, aggregation off", "< 150", "bridge_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
 	add("peak RSS, backlog, aggregation on", "< 150", "bridge_agg_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
 	add("peak RSS, 1,000,000-row transaction", "< 150", "bigtx_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
+	add("hot key at 50% of changes, AGGREGATE=hot, 20 ms round trip", ">= 20000", "hot_hot_changes_per_s", "changes/s", func(v float64) bool { return v >= 20_000 })
 	return out
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
@@ -97,7 +98,7 @@ func (b *bench) throughputPhase(ctx context.Context) error {
 				if agg {
 					name = "aggregation on"
 				}
-				r, err := b.runThroughput(ctx, runSpec{name: "backlog", env: b.pgEnv(slot, agg), want: want, slot: slot})
+				r, err := b.runThroughput(ctx, runSpec{name: "backlog", env: b.pgEnv(slot, strconv.FormatBool(agg)), want: want, slot: slot})
 				if err != nil {
 					return err
 				}
@@ -116,7 +117,7 @@ func (b *bench) throughputPhase(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				r, err := b.runThroughput(ctx, runSpec{name: "memlimit", env: b.pgEnv(slot, false, "GOMEMLIMIT="+b.opts.memLimit), want: want, slot: slot})
+				r, err := b.runThroughput(ctx, runSpec{name: "memlimit", env: b.pgEnv(slot, "false", "GOMEMLIMIT="+b.opts.memLimit), want: want, slot: slot})
 				if err != nil {
 					return err
 				}
@@ -131,7 +132,7 @@ func (b *bench) throughputPhase(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				r, err := b.runThroughput(ctx, runSpec{name: "compare", env: b.pgEnv(slot, false), want: want, slot: slot, bin: b.opts.compare})
+				r, err := b.runThroughput(ctx, runSpec{name: "compare", env: b.pgEnv(slot, "false"), want: want, slot: slot, bin: b.opts.compare})
 				if err != nil {
 					return err
 				}
@@ -176,7 +177,7 @@ func (b *bench) throughputPhase(ctx context.Context) error {
 					stem, runs = "aggregation-on", on
 				}
 				secs := slices.Sorted(slices.Values(collect(runs, func(r throughputRun) float64 { return r.Seconds })))
-				r, err := b.runThroughput(ctx, runSpec{name: "profile", env: b.pgEnv(slot, agg), want: want, slot: slot,
+				r, err := b.runThroughput(ctx, runSpec{name: "profile", env: b.pgEnv(slot, strconv.FormatBool(agg)), want: want, slot: slot,
 					profile: stem, cpuProf: time.Duration(median(secs) * float64(time.Second))})
 				if err != nil {
 					return err
@@ -249,7 +250,7 @@ func (b *bench) kinesalitePhase(ctx context.Context, copyOf func(string) (string
 			return err
 		}
 		r, err := b.runThroughput(ctx, runSpec{name: "kinesalite", want: want, slot: slot, kinesisURL: k.Endpoint,
-			env: b.pgEnv(slot, false, "CDCBRIDGE_KINESIS_STREAM="+stream, "CDCBRIDGE_SHUTDOWN_TIMEOUT=1s"),
+			env: b.pgEnv(slot, "false", "CDCBRIDGE_KINESIS_STREAM="+stream, "CDCBRIDGE_SHUTDOWN_TIMEOUT=1s"),
 			count: func(br *bridge) (int64, error) {
 				m, err := br.metrics()
 				return int64(m["cdcbridge_events_delivered_total"]), err
@@ -288,7 +289,7 @@ func (b *bench) bigTxPhase(ctx context.Context) error {
 		if err := copySlot(ctx, b.conn, base, slot); err != nil {
 			return throughputRun{}, err
 		}
-		r, err := b.runThroughput(ctx, runSpec{name: "bigtx", env: b.pgEnv(slot, false, extra...), want: int64(b.opts.bigTx), slot: slot, stall: 3 * time.Minute})
+		r, err := b.runThroughput(ctx, runSpec{name: "bigtx", env: b.pgEnv(slot, "false", extra...), want: int64(b.opts.bigTx), slot: slot, stall: 3 * time.Minute})
 		if err != nil {
 			return r, err
 		}

@@ -135,6 +135,14 @@ var tableRows = []row{
 	{"scripted DynamoDB Streams -> null Kinesis", "ddb_scripted_changes_per_s", "%.0f", ""},
 	{"  CPU seconds per 100k changes", "ddb_scripted_cpu_s_per_100k", "%.2f", ""},
 	{"cdcbridge -> kinesalite (changes/s)", "kinesalite_changes_per_s", "%.0f", ""},
+	{"one row at 50% of 300k changes, 20 ms round trip, AGGREGATE=hot", "hot_hot_changes_per_s", "%.0f", ">= 20000"},
+	{"  peak RSS (MiB)", "hot_hot_peak_rss_mib", "%.0f", ""},
+	{"  per-row order violations", "hot_hot_order_violations", "%.0f", "0"},
+	{"same, AGGREGATE=true", "hot_agg_changes_per_s", "%.0f", ""},
+	{"  peak RSS (MiB)", "hot_agg_peak_rss_mib", "%.0f", ""},
+	{"  per-row order violations", "hot_agg_order_violations", "%.0f", "0"},
+	{"same, AGGREGATE=false (first 30 s)", "hot_plain_changes_per_s", "%.0f", ""},
+	{"  per-row order violations", "hot_plain_order_violations", "%.0f", "0"},
 }
 
 func printTable(w io.Writer, figs map[string]figure) {
@@ -150,8 +158,30 @@ func printTable(w io.Writer, figs map[string]figure) {
 	tw.Flush()
 }
 
-// writeMarkdown writes the table as the README's Performance section shows it.
-func writeMarkdown(path string, figs map[string]figure, m machine, generated string, load [2]float64) error {
+// Markers of the README's table, which a full run replaces.
+const (
+	readmeBegin = "<!-- make bench writes from here -->"
+	readmeEnd   = "<!-- to here -->"
+)
+
+// updateReadme replaces what lies between the markers in the README with
+// the table.
+func updateReadme(path, table string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i, j := strings.Index(s, readmeBegin), strings.Index(s, readmeEnd)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %q ... %q markers for the table", path, readmeBegin, readmeEnd)
+	}
+	s = s[:i+len(readmeBegin)] + "\n" + table + "\n" + s[j:]
+	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// markdown returns the table as the README's Performance section shows it.
+func markdown(figs map[string]figure, m machine, generated string, load [2]float64) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s on %d cores (%s, %d MiB, Linux %s), commit %s, %s; 1-minute load average %.1f at the start, %.1f at the end.\n\n",
 		generated, m.Cores, m.CPU, m.MemoryMiB, m.Kernel, m.Commit, m.GoVersion, load[0], load[1])
@@ -167,7 +197,7 @@ func writeMarkdown(path string, figs map[string]figure, m machine, generated str
 		}
 		fmt.Fprintf(&b, "| %s | "+r.format+" | "+r.format+" | "+r.format+" | %s |\n", label, f.Min, f.Median, f.Max, r.target)
 	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
+	return b.String()
 }
 
 func writeJSON(path string, v any) error {

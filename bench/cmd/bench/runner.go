@@ -34,13 +34,15 @@ type endpointCounts struct {
 	BadEnvelopes int64
 	Unique       int64 // distinct envelope ids
 	Rejected     int64
+	// OrderViolations: with -check-order, changes of a row that came
+	// before one of its earlier changes.
+	OrderViolations int64
 }
 
-func (b *bench) startEndpoint(name string, latency bool) (*endpoint, error) {
-	args := []string{"-shards", fmt.Sprint(b.opts.shards), "-stream", streamName}
-	if latency {
-		args = append(args, "-latency")
-	}
+// startEndpoint starts nullkinesis with extra flags (-latency, -delay,
+// -check-order).
+func (b *bench) startEndpoint(name string, extra ...string) (*endpoint, error) {
+	args := append([]string{"-shards", fmt.Sprint(b.opts.shards), "-stream", streamName}, extra...)
 	cmd := exec.Command(b.nullkinesis, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -178,12 +180,19 @@ func (br *bridge) shutdown(grace time.Duration) { br.stop(syscall.SIGTERM, grace
 // waitCount polls count until it reaches want, returning when it did and
 // when the first record arrived. It fails when the bridge exits or when
 // nothing moved for stall.
-func waitCount(ctx context.Context, br *bridge, want int64, stall time.Duration, count func() (int64, error), progress *[][2]float64) (done, first time.Time, err error) {
+// waitCount waits until count reaches want, or (window > 0) until window
+// has passed since the bridge started; it returns when, when the first
+// change came, and the last count.
+func waitCount(ctx context.Context, br *bridge, want int64, stall, window time.Duration, count func() (int64, error), progress *[][2]float64) (done, first time.Time, n int64, err error) {
 	last, lastMove := int64(-1), time.Now()
 	var lastSample time.Time
 	for {
 		n, cerr := count()
 		now := time.Now()
+		if cerr == nil && window > 0 && now.Sub(br.start) >= window {
+			*progress = append(*progress, [2]float64{now.Sub(br.start).Seconds(), float64(n)})
+			return now, first, n, nil
+		}
 		if cerr == nil && progress != nil && (now.Sub(lastSample) >= 250*time.Millisecond || n >= want) {
 			*progress = append(*progress, [2]float64{now.Sub(br.start).Seconds(), float64(n)})
 			lastSample = now
@@ -193,20 +202,20 @@ func waitCount(ctx context.Context, br *bridge, want int64, stall time.Duration,
 				first = now
 			}
 			if n >= want {
-				return now, first, nil
+				return now, first, n, nil
 			}
 			if n != last {
 				last, lastMove = n, now
 			}
 		}
 		if !br.running() {
-			return now, first, fmt.Errorf("cdcbridge exited after %d of %d records: %v\n%s", max(last, 0), want, br.err, br.logTail(20))
+			return now, first, n, fmt.Errorf("cdcbridge exited after %d of %d records: %v\n%s", max(last, 0), want, br.err, br.logTail(20))
 		}
 		if now.Sub(lastMove) > stall {
-			return now, first, fmt.Errorf("no progress for %s at %d of %d records\n%s", stall, max(last, 0), want, br.logTail(20))
+			return now, first, n, fmt.Errorf("no progress for %s at %d of %d records\n%s", stall, max(last, 0), want, br.logTail(20))
 		}
 		if err := backoff.Wait(ctx, 10*time.Millisecond); err != nil {
-			return now, first, err
+			return now, first, n, err
 		}
 	}
 }

@@ -28,6 +28,7 @@ type throughputRun struct {
 	UserRecords      int64   `json:"user_records"`    // de-aggregated: the changes
 	Duplicates       int64   `json:"duplicates"`      // user records whose id came before
 	Aggregates       int64   `json:"aggregates"`
+	OrderViolations  int64   `json:"order_violations"` // with an order-checking endpoint`
 	// LoadAverage is the machine's 1-minute load average at the end.
 	LoadAverage float64 `json:"load_average_1m"`
 	// Progress is [seconds since start, changes delivered] every 250 ms.
@@ -48,6 +49,11 @@ type runSpec struct {
 	kinesisURL string
 	count      func(br *bridge) (int64, error)
 	bin        string // the binary to run instead of bin/cdcbridge
+	// endpoint holds extra flags of the null endpoint (-delay, -check-order).
+	endpoint []string
+	// window, when set, ends the run after that long: the rate is then
+	// what was delivered by then (for runs too slow to drain the backlog).
+	window time.Duration
 }
 
 func (b *bench) runThroughput(ctx context.Context, s runSpec) (throughputRun, error) {
@@ -56,7 +62,7 @@ func (b *bench) runThroughput(ctx context.Context, s runSpec) (throughputRun, er
 	kinesisURL := s.kinesisURL
 	if kinesisURL == "" {
 		var err error
-		if ep, err = b.startEndpoint(s.name, false); err != nil {
+		if ep, err = b.startEndpoint(s.name, s.endpoint...); err != nil {
 			return r, err
 		}
 		defer ep.stop(syscall.SIGTERM, 5*time.Second)
@@ -119,7 +125,7 @@ func (b *bench) runThroughput(ctx context.Context, s runSpec) (throughputRun, er
 	if stall == 0 {
 		stall = 60 * time.Second
 	}
-	done, first, err := waitCount(ctx, br, s.want, stall, count, &r.Progress)
+	done, first, n, err := waitCount(ctx, br, s.want, stall, s.window, count, &r.Progress)
 	if err != nil {
 		return r, fmt.Errorf("%s: %w", s.name, err)
 	}
@@ -140,18 +146,19 @@ func (b *bench) runThroughput(ctx context.Context, s runSpec) (throughputRun, er
 	r.LoadAverage = loadAverage()
 	r.Seconds = done.Sub(br.start).Seconds()
 	r.StartupSeconds = first.Sub(br.start).Seconds()
-	r.ChangesPerSecond = float64(s.want) / r.Seconds
+	r.ChangesPerSecond = float64(n) / r.Seconds
 	r.CPUSeconds = st.CPUSeconds
-	r.CPUPer100k = st.CPUSeconds / float64(s.want) * 100_000
+	r.CPUPer100k = st.CPUSeconds / float64(max(n, 1)) * 100_000
 	r.PeakRSSMiB = float64(st.PeakRSS) / (1 << 20)
 	if ep == nil {
 		r.UserRecords = s.want
 	} else if c, err := ep.counts(); err == nil {
 		r.PutRequests, r.KinesisRecords, r.UserRecords, r.Aggregates = c.PutRequests, c.Accepted, c.UserRecords, c.Aggregates
 		r.Duplicates = c.UserRecords - c.Unique
-		if c.DecodeErrors > 0 || c.Rejected > 0 || c.BadEnvelopes > 0 {
-			return r, fmt.Errorf("%s: the endpoint rejected %d requests, failed to decode %d aggregates and found %d records that are not envelopes",
-				s.name, c.Rejected, c.DecodeErrors, c.BadEnvelopes)
+		r.OrderViolations = c.OrderViolations
+		if c.DecodeErrors > 0 || c.Rejected > 0 || c.BadEnvelopes > 0 || c.OrderViolations > 0 {
+			return r, fmt.Errorf("%s: the endpoint rejected %d requests, failed to decode %d aggregates, found %d records that are not envelopes and %d changes of a row out of order",
+				s.name, c.Rejected, c.DecodeErrors, c.BadEnvelopes, c.OrderViolations)
 		}
 	}
 	if profile {
