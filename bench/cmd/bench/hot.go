@@ -72,13 +72,16 @@ func (b *bench) hotKeyPhase(ctx context.Context) error {
 				return err
 			}
 			b.printRun(c.label, i, r)
-			b.logf("  %d aggregates, %d duplicates, %d order violations", r.Aggregates, r.Duplicates, r.OrderViolations)
+			b.logf("  the hot row: %.0f changes/s (%.2f MiB/s into its shard); %d aggregates, %d duplicates, %d order violations",
+				hotRowRate(r), hotRowMiB(r), r.Aggregates, r.Duplicates, r.OrderViolations)
 			runs[c.key] = append(runs[c.key], r)
 		}
 	}
 	for _, c := range configs {
 		b.runs[c.key] = runs[c.key]
 		b.throughputFigures(c.key, runs[c.key], nil)
+		b.figs[c.key+"_row_changes_per_s"] = newFigure("changes/s", collect(runs[c.key], hotRowRate))
+		b.figs[c.key+"_row_mib_per_s"] = newFigure("MiB/s", collect(runs[c.key], hotRowMiB))
 		b.figs[c.key+"_order_violations"] = newFigure("changes of a row out of order", collect(runs[c.key], func(r throughputRun) float64 { return float64(r.OrderViolations) }))
 	}
 	return dropSlot(ctx, b.conn, base)
@@ -98,4 +101,17 @@ BEGIN
 	END LOOP;
 END $$`, changes/100-1, distinctKeys-1))
 	return err
+}
+
+// hotRowRate is the hot row's own rate: its distinct changes per second.
+func hotRowRate(r throughputRun) float64 { return float64(r.TopKeyRecords) / r.Seconds }
+
+// hotRowMiB is the hot row's envelope bytes per second, all of which go
+// to one shard (Kinesis takes 1 MiB/s per shard; the bridge paces itself
+// to CDCBRIDGE_KINESIS_SHARD_HEADROOM of that).
+func hotRowMiB(r throughputRun) float64 {
+	if r.UserRecords == 0 {
+		return 0
+	}
+	return hotRowRate(r) * float64(r.UserBytes) / float64(r.UserRecords) / (1 << 20)
 }

@@ -281,29 +281,37 @@ func (b *bench) bigTxPhase(ctx context.Context) error {
 		return fmt.Errorf("big transaction: %w", err)
 	}
 	b.logf("one transaction of %d rows committed in %.1fs", b.opts.bigTx, time.Since(t0).Seconds())
-	var runs, lim []throughputRun
+	var runs, lim, agg []throughputRun
 	n := 0
-	run := func(extra ...string) (throughputRun, error) {
+	run := func(aggregate string, extra ...string) (throughputRun, error) {
 		n++
 		slot := fmt.Sprintf("bench_big_%d", n)
 		if err := copySlot(ctx, b.conn, base, slot); err != nil {
 			return throughputRun{}, err
 		}
-		r, err := b.runThroughput(ctx, runSpec{name: "bigtx", env: b.pgEnv(slot, "false", extra...), want: int64(b.opts.bigTx), slot: slot, stall: 3 * time.Minute})
+		r, err := b.runThroughput(ctx, runSpec{name: "bigtx", env: b.pgEnv(slot, aggregate, extra...), want: int64(b.opts.bigTx), slot: slot, stall: 3 * time.Minute})
 		if err != nil {
 			return r, err
 		}
 		return r, dropSlot(ctx, b.conn, slot)
 	}
 	for i := range b.opts.reps {
-		r, err := run()
+		r, err := run("false")
 		if err != nil {
 			return err
 		}
 		b.printRun("1,000,000-row transaction", i, r)
 		runs = append(runs, r)
+		if b.opts.aggregation {
+			r, err := run("true")
+			if err != nil {
+				return err
+			}
+			b.printRun("1,000,000-row transaction, aggregation on", i, r)
+			agg = append(agg, r)
+		}
 		if b.opts.memLimit != "" {
-			r, err := run("GOMEMLIMIT=" + b.opts.memLimit)
+			r, err := run("false", "GOMEMLIMIT="+b.opts.memLimit)
 			if err != nil {
 				return err
 			}
@@ -313,6 +321,10 @@ func (b *bench) bigTxPhase(ctx context.Context) error {
 	}
 	b.runs["big_transaction"] = runs
 	b.throughputFigures("bigtx", runs, nil)
+	if len(agg) > 0 {
+		b.runs["big_transaction_aggregated"] = agg
+		b.throughputFigures("bigtx_agg", agg, nil)
+	}
 	if len(lim) > 0 {
 		b.runs["big_transaction_memlimit"] = lim
 		b.throughputFigures("bigtx_memlimit", lim, nil)

@@ -37,6 +37,7 @@ type endpointCounts struct {
 	// OrderViolations: with -check-order, changes of a row that came
 	// before one of its earlier changes.
 	OrderViolations int64
+	TopKeyRecords   int64 // distinct changes of the busiest partition key
 }
 
 // startEndpoint starts nullkinesis with extra flags (-latency, -delay,

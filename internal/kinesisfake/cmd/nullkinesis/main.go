@@ -94,7 +94,7 @@ func run(ctx context.Context) error {
 	}
 	n.delay = *delay
 	if *checkOrder {
-		n.last = map[uint64]string{}
+		n.last, n.perKey = map[uint64]string{}, map[uint64]int64{}
 	}
 
 	l, err := net.Listen("tcp", *addr)

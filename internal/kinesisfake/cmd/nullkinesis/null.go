@@ -46,6 +46,9 @@ type Counts struct {
 	// the first time whose sequence is below the highest seen before for
 	// their partition key: zero when every row's changes came in order.
 	OrderViolations int64
+	// TopKeyRecords (with -check-order) is the number of distinct changes
+	// of the partition key that has the most.
+	TopKeyRecords int64
 }
 
 type null struct {
@@ -56,9 +59,11 @@ type null struct {
 	lat         *latencies
 	delay       time.Duration     // before each PutRecords answer
 	last        map[uint64]string // with -check-order: the highest sequence per partition key (hashed); under mu
+	perKey      map[uint64]int64  // with -check-order: distinct changes per partition key; under mu
+	topKey      int64             // the largest of perKey; under mu
 
 	seq  atomic.Uint64
-	c    [12]atomic.Int64 // in Counts' field order
+	c    [13]atomic.Int64 // in Counts' field order
 	mu   sync.Mutex
 	ids  map[uint64]struct{}
 	seed maphash.Seed
@@ -79,6 +84,7 @@ const (
 	cUnique
 	cRejected
 	cOrderViolations
+	cTopKeyRecords
 )
 
 func newNull(stream string, m *shardMap, fake http.Handler, lim limits) *null {
@@ -96,7 +102,7 @@ func newNull(stream string, m *shardMap, fake http.Handler, lim limits) *null {
 func (n *null) counts() Counts {
 	v := func(i int) int64 { return n.c[i].Load() }
 	return Counts{v(cRequests), v(cPutRequests), v(cEntries), v(cAccepted), v(cUserRecords), v(cUserBytes),
-		v(cAggregates), v(cDecodeErrors), v(cBadEnvelopes), v(cUnique), v(cRejected), v(cOrderViolations)}
+		v(cAggregates), v(cDecodeErrors), v(cBadEnvelopes), v(cUnique), v(cRejected), v(cOrderViolations), v(cTopKeyRecords)}
 }
 
 func (n *null) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -250,6 +256,9 @@ func (n *null) accept(q *request, received time.Time) {
 		}
 		n.ids[h] = struct{}{}
 		o := q.order[i]
+		c := n.perKey[o.key] + 1
+		n.perKey[o.key] = c
+		n.topKey = max(n.topKey, c)
 		if last, ok := n.last[o.key]; ok && o.seq < last {
 			violations++
 			continue
@@ -257,8 +266,14 @@ func (n *null) accept(q *request, received time.Time) {
 		n.last[o.key] = o.seq
 	}
 	unique := len(n.ids) - before
+	top := n.topKey
 	n.mu.Unlock()
 	n.c[cOrderViolations].Add(violations)
+	for c := &n.c[cTopKeyRecords]; ; {
+		if cur := c.Load(); top <= cur || c.CompareAndSwap(cur, top) {
+			break
+		}
+	}
 	n.c[cEntries].Add(int64(len(q.entries)))
 	n.c[cAccepted].Add(int64(len(q.entries)))
 	n.c[cUserRecords].Add(users)

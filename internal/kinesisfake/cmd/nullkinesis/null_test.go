@@ -155,7 +155,7 @@ func TestCheckOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := newNull("s", m, fake, limits{maxRequestBytes: 5 << 20, maxRecordBytes: 1 << 20})
-	n.last = map[uint64]string{}
+	n.last, n.perKey = map[uint64]string{}, map[uint64]int64{}
 	srv := httptest.NewServer(n)
 	t.Cleanup(srv.Close)
 	env := func(id, pk, seq string) string {
@@ -174,7 +174,7 @@ func TestCheckOrder(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, code, errType)
 		}
 	}
-	if c := counts(t, srv.URL); c.OrderViolations != 1 || c.Unique != 5 || c.UserRecords != 6 {
-		t.Fatalf("counts %+v; want 1 order violation, 5 unique of 6 user records", c)
+	if c := counts(t, srv.URL); c.OrderViolations != 1 || c.Unique != 5 || c.UserRecords != 6 || c.TopKeyRecords != 3 {
+		t.Fatalf("counts %+v; want 1 order violation, 5 unique of 6 user records, 3 of the top key", c)
 	}
 }
