@@ -33,6 +33,7 @@ type PGWorkload struct {
 	// TxPerSecond paces each worker (0: as fast as the server allows).
 	TxPerSecond float64
 	HotRows     int        // default 20
+	HotShare    float64    // share of a small transaction's changes on hot rows (default 0.40)
 	LargeProb   float64    // chance that a changed row gets a large value
 	LargeSize   [2]int     // its size range in bytes (default 100-300 KiB)
 	BigTxProb   float64    // chance that a transaction is a large one
@@ -62,6 +63,9 @@ func (w *PGWorkload) defaults() {
 	}
 	if w.HotRows == 0 {
 		w.HotRows = 20
+	}
+	if w.HotShare == 0 {
+		w.HotShare = 0.40
 	}
 	if w.LargeSize == [2]int{} {
 		w.LargeSize = [2]int{100 << 10, 300 << 10}
@@ -178,9 +182,9 @@ func (w *PGWorkload) worker(ctx context.Context, me int, rng *rand.Rand) error {
 			for range 1 + rng.IntN(w.MaxTxOps) {
 				var id int64
 				switch x := rng.Float64(); {
-				case x < 0.40 && len(hot) > 0:
+				case x < w.HotShare && len(hot) > 0:
 					id = hot[rng.IntN(len(hot))]
-				case x < 0.65 || len(cold) == 0:
+				case x < w.HotShare+(1-w.HotShare)*0.42 || len(cold) == 0:
 					id = newCold()
 				default:
 					id = cold[rng.IntN(len(cold))]
