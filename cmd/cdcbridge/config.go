@@ -209,6 +209,9 @@ func loadConfig() (*Config, error) {
 			p.add("CDCBRIDGE_DYNAMODB_STREAM_ARN: %q is not an ARN (want arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL)", d.StreamARN)
 		}
 	}
+	if c.Sink.AggregateHot && c.Sink.Ordering == kinesissink.OrderingNone {
+		p.add("CDCBRIDGE_KINESIS_AGGREGATE=hot needs CDCBRIDGE_ORDERING=key: with none a key's records are not queued together, so no run would form (use true to aggregate every record)")
+	}
 	if len(p.problems) > 0 {
 		return nil, configError(p.problems)
 	}

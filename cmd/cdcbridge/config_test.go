@@ -86,6 +86,9 @@ func TestConfigErrors(t *testing.T) {
 		{"too many requests in flight", base(map[string]string{"CDCBRIDGE_KINESIS_MAX_IN_FLIGHT": "100000"}), []string{
 			"CDCBRIDGE_KINESIS_MAX_IN_FLIGHT: 100000 is above 256",
 		}},
+		{"hot aggregation without key ordering", base(map[string]string{"CDCBRIDGE_KINESIS_AGGREGATE": "hot", "CDCBRIDGE_ORDERING": "none"}), []string{
+			"CDCBRIDGE_KINESIS_AGGREGATE=hot needs CDCBRIDGE_ORDERING=key",
+		}},
 		{"listen address", base(map[string]string{"CDCBRIDGE_HTTP_ADDR": "not an address"}), []string{
 			`CDCBRIDGE_HTTP_ADDR: "not an address" is not host:port`,
 		}},
