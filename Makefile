@@ -70,7 +70,7 @@ tidy-check:
 demo:
 	scripts/demo
 
-# Throughput, latency and footprint on this machine (several minutes; not
+# Throughput, latency and footprint on this machine (about 20 minutes; not
 # part of test). Prints a table and writes bench/results.json; PROFILE=1
 # also saves the bridge's CPU and allocation profiles in bench/out/profiles.
 bench: deps build
