@@ -70,6 +70,27 @@ func (s *Span[P]) Done() {
 	t.mu.Unlock()
 }
 
+// Withdraw takes back one Add whose event was never handed over (the
+// sink refused it). A span left empty by it that is the last one opened is
+// dropped: the watermark stays before its position, and the source reads
+// its event again. A span with spans opened after it stays outstanding (the
+// watermark must not pass an event that was not sent); it reports whether
+// the span was dropped.
+func (s *Span[P]) Withdraw() bool {
+	t := s.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(t.spans)
+	if s.pending == 0 || n == t.head || t.spans[n-1] != s || s.pending > 1 {
+		return false
+	}
+	s.pending--
+	t.pending--
+	t.spans[n-1] = nil
+	t.spans = t.spans[:n-1]
+	return true
+}
+
 // Seal closes the span: no more events will be added and end is the
 // position to confirm once they are all acked.
 func (s *Span[P]) Seal(end P) {

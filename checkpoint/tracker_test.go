@@ -108,3 +108,33 @@ func TestTrackerDoneTooOftenPanics(t *testing.T) {
 	}()
 	s.Done()
 }
+
+func TestTrackerWithdraw(t *testing.T) {
+	var tr Tracker[uint64]
+	a := tr.Open(time.Now())
+	a.Add()
+	a.Seal(10)
+	b := tr.Open(time.Now())
+	b.Add()
+	b.Seal(20)
+	if a.Withdraw() {
+		t.Fatal("withdrew a span with a later span opened after it")
+	}
+	a.Done()
+	if !b.Withdraw() {
+		t.Fatal("the last span, its one event refused, was not dropped")
+	}
+	if w, ok := tr.Watermark(); !ok || w != 10 {
+		t.Fatalf("watermark = %d, %v; want 10 (not past the withdrawn event)", w, ok)
+	}
+	if !tr.Idle() || tr.Pending() != 0 {
+		t.Fatal("tracker not idle once the refused event was withdrawn")
+	}
+	c := tr.Open(time.Now())
+	c.Add()
+	c.Seal(30)
+	c.Done()
+	if w, _ := tr.Watermark(); w != 30 {
+		t.Fatalf("watermark %d after the next span completed, want 30", w)
+	}
+}

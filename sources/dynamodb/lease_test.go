@@ -64,6 +64,11 @@ type fleet struct {
 	mu       sync.Mutex
 	timeline []emitted
 	pending  map[string][]*cdc.Event // per instance: held without ack
+	// stall, when set, makes the emit of the event it matches wait until
+	// the reader's context ends and refuse it, as a sink whose budget is
+	// used up does; stalled gets that event once.
+	stall   func(inst string, e *cdc.Event) bool
+	stalled chan *cdc.Event
 }
 
 type instance struct {
@@ -118,6 +123,13 @@ func (fl *fleet) start(name string, ack bool, gate *fence.Gate) *instance {
 			return err
 		}
 		fl.mu.Lock()
+		if fl.stall != nil && fl.stall(name, e) {
+			fl.stall = nil
+			fl.mu.Unlock()
+			fl.stalled <- e
+			<-ctx.Done()
+			return ctx.Err()
+		}
 		fl.timeline = append(fl.timeline, emitted{inst: name, at: time.Now(), e: e})
 		if !ack {
 			fl.pending[name] = append(fl.pending[name], e)
@@ -473,5 +485,64 @@ func TestLeaseFencedRecordsStop(t *testing.T) {
 	}
 	if err := y.run.stop(t); err != nil {
 		t.Errorf("y: %v", err)
+	}
+}
+
+// TestLeaseLapseDuringEmit: a reader whose lease lapses while it waits for
+// the sink to take a record (the sink refuses it when the reader stops)
+// reads that record again once the lease is renewed, and the shard's
+// checkpoint moves past it, instead of skipping it and holding the
+// checkpoint back for good.
+func TestLeaseLapseDuringEmit(t *testing.T) {
+	f := newFakeStreams(t)
+	f.addShard("shardId-0", "")
+	want := map[itemVersion]bool{}
+	for i := range 10 {
+		f.put("shardId-0", change(i, 1))
+		want[itemVersion{i, 1}] = true
+	}
+	fl := newFleet(t, f)
+	n := 0
+	fl.stalled = make(chan *cdc.Event, 1)
+	fl.stall = func(string, *cdc.Event) bool { n++; return n == 4 }
+	a := fl.start("a", true, nil)
+	var stuck *cdc.Event
+	select {
+	case stuck = <-fl.stalled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no emit stalled")
+	}
+	// Renewals hang: the lease lapses and the reader stops, its record
+	// refused. Restored, the next renewal succeeds (nobody else wants
+	// the lease) and the reader goes on.
+	a.cut.cut.Store(true)
+	waitUntil(t, 10*time.Second, "a's lease lapsed", func() bool {
+		st := a.status()
+		return st.Leases != nil && st.Leases.Lapsed == 1
+	})
+	a.cut.cut.Store(false)
+	last := ""
+	waitUntil(t, 30*time.Second, "the shard's checkpoint at its last record", func() bool {
+		st := a.status()
+		for _, sh := range st.Shards {
+			last = sh.Checkpoint
+			return sh.LastRead != "" && sh.Checkpoint == sh.LastRead && sh.Pending == 0 && len(fl.events()) >= 10
+		}
+		return false
+	})
+	got := map[itemVersion]bool{}
+	for _, ev := range fl.events() {
+		got[versionOf(t, ev.e)] = true
+	}
+	for iv := range want {
+		if !got[iv] {
+			t.Errorf("item %d version %d never emitted (the stalled record was %s)", iv.item, iv.version, stuck.ID)
+		}
+	}
+	if err := a.run.stop(t); err != nil {
+		t.Fatalf("a: %v (checkpoint %s)", err, last)
+	}
+	if got := testutil.ToFloat64(a.src.m.leasesReleased); got != 1 {
+		t.Errorf("a released %v leases on shutdown, want 1", got)
 	}
 }

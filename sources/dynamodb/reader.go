@@ -200,10 +200,10 @@ func (r *reader) deliver(ctx context.Context, recs []types.Record) error {
 		if rec.padded <= r.lastPadded {
 			continue // already read (a renewed iterator may repeat)
 		}
-		r.lastRaw, r.lastPadded = rec.event.Info.SequenceNumber, rec.padded
 		span := sh.tracker.Open(rec.created)
 		if !r.skipBefore.IsZero() && !rec.created.IsZero() && rec.created.Before(r.skipBefore) {
 			span.Seal(rec.padded) // not wanted, but the watermark passes it
+			r.lastRaw, r.lastPadded = rec.event.Info.SequenceNumber, rec.padded
 			continue
 		}
 		span.Add()
@@ -212,10 +212,14 @@ func (r *reader) deliver(ctx context.Context, recs []types.Record) error {
 			span.Done()
 			sh.acked()
 		}
-		s.m.received[rec.event.Op].Inc()
 		if err := r.emit(ctx, rec.event); err != nil {
+			// Not taken: this reader (resumed after a lapsed lease) or
+			// the shard's next owner reads it again.
+			span.Withdraw()
 			return fmt.Errorf("dynamodb source: emitting %s of shard %s: %w", rec.event.ID, sh.id, err)
 		}
+		r.lastRaw, r.lastPadded = rec.event.Info.SequenceNumber, rec.padded
+		s.m.received[rec.event.Op].Inc()
 	}
 	last := r.lastPadded
 	sh.lastRead.Store(&last)
