@@ -70,18 +70,17 @@ func (s *Span[P]) Done() {
 	t.mu.Unlock()
 }
 
-// Withdraw takes back one Add whose event was never handed over (the
-// sink refused it). A span left empty by it that is the last one opened is
-// dropped: the watermark stays before its position, and the source reads
-// its event again. A span with spans opened after it stays outstanding (the
-// watermark must not pass an event that was not sent); it reports whether
-// the span was dropped.
+// Withdraw takes back the one event of the last span opened, an event
+// that was never handed over (the sink refused it), and drops the span:
+// the watermark stays before its position and the source reads the event
+// again. Any other span stays outstanding, since the watermark must not
+// pass an event that was not sent; Withdraw reports whether it dropped s.
 func (s *Span[P]) Withdraw() bool {
 	t := s.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := len(t.spans)
-	if s.pending == 0 || n == t.head || t.spans[n-1] != s || s.pending > 1 {
+	if s.pending != 1 || n == t.head || t.spans[n-1] != s {
 		return false
 	}
 	s.pending--
