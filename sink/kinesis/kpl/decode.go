@@ -10,12 +10,6 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Decode returns the user records of the aggregated record b, in order.
-// See [AppendDecode].
-func Decode(b []byte) ([]UserRecord, error) {
-	return AppendDecode(nil, b)
-}
-
 // AppendDecode appends the user records of the aggregated record b to dst,
 // in order, and returns the extended slice; with a reused dst, decoding
 // allocates only the key strings.

@@ -6,7 +6,8 @@ import (
 	"testing"
 )
 
-// FuzzDecode feeds each input to Decode twice: as it is, and sealed with
+// FuzzDecode feeds each input (plain and compressed aggregates among the
+// seeds) to Decode twice: as it is, and sealed with
 // the magic and a valid digest, so the fuzzer reaches the protobuf parser
 // instead of stopping at the checksum. Decode must not panic, must fail
 // only with one of its sentinel errors, and what it accepts must survive a
@@ -16,10 +17,12 @@ func FuzzDecode(f *testing.F) {
 		f.Add(golden)
 		f.Add(golden[magicLen : len(golden)-digestLen])
 	}
+	var c Compressor
 	for _, tc := range roundTripCases[:8] {
 		blob := aggregate(tc.recs)
 		f.Add(blob)
 		f.Add(blob[magicLen : len(blob)-digestLen])
+		f.Add(c.Append(nil, blob))
 	}
 	f.Add([]byte{})
 	f.Add([]byte(magic))
@@ -39,16 +42,16 @@ func check(t *testing.T, b []byte) {
 		if !errors.Is(err, ErrNotAggregated) && !errors.Is(err, ErrChecksum) && !errors.Is(err, ErrMalformed) {
 			t.Fatalf("Decode error %v matches no sentinel", err)
 		}
-		if errors.Is(err, ErrNotAggregated) == IsAggregated(b) {
-			t.Fatalf("IsAggregated = %v but Decode error is %v", IsAggregated(b), err)
+		if errors.Is(err, ErrNotAggregated) != (!IsAggregated(b) && !IsCompressed(b)) {
+			t.Fatalf("IsAggregated = %v, IsCompressed = %v but Decode error is %v", IsAggregated(b), IsCompressed(b), err)
 		}
 		if recs != nil {
 			t.Fatalf("Decode returned %d records with error %v", len(recs), err)
 		}
 		return
 	}
-	if !IsAggregated(b) {
-		t.Fatalf("Decode accepted a blob that IsAggregated rejects")
+	if !IsAggregated(b) && !IsCompressed(b) {
+		t.Fatalf("Decode accepted a blob that IsAggregated and IsCompressed reject")
 	}
 	again, err := Decode(aggregate(recs))
 	if err != nil {

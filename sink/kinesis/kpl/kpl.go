@@ -17,6 +17,12 @@
 //	}
 //	message Tag { required string key = 1; optional string value = 2; }
 //
+// A compressed aggregate is an aggregated record in one gzip member (RFC
+// 1952): cdcbridge sends those with CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION
+// =gzip. [Compressor] makes them; [Decode] and [Reader] read both forms.
+// KCL and other KPL de-aggregators do not know this form: they must gunzip
+// a record that starts with 1F 8B 08 before de-aggregating it.
+//
 // Guarantees:
 //   - [Aggregator] writes records in the order they were added, and
 //     [Decode] returns them in the order they were written, so per-key
