@@ -275,8 +275,13 @@ func checkAggregation(cfg *Config, auto bool) checkResult {
 	case auto:
 		return failed("kinesis aggregation", "set CDCBRIDGE_KINESIS_AGGREGATE=false or switch the stream back to partition-key distribution",
 			"RecordDistributionStrategy AUTO ignores explicit hash keys, so aggregates could land where KCL drops their records")
-	case cfg.Sink.AggregateHot:
-		return ok("kinesis aggregation", "hot: a row with two or more changes queued sends them as one KPL aggregate; %s", deagg)
 	}
-	return ok("kinesis aggregation", "every record in KPL aggregates; %s", deagg)
+	what := "every record in KPL aggregates"
+	if cfg.Sink.AggregateHot {
+		what = "hot: a row with two or more changes queued sends them as one KPL aggregate"
+	}
+	if cfg.Sink.CompressAggregates {
+		return ok("kinesis aggregation", "%s, gzipped; consumers must gunzip a record that starts with 1F 8B and de-aggregate it (cdcbridge tail and examples/consumer do; KCL and the Lambda KPL de-aggregator do not gunzip)", what)
+	}
+	return ok("kinesis aggregation", "%s; %s", what, deagg)
 }

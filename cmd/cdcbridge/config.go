@@ -116,6 +116,16 @@ var options = []option{
 			}
 			c.Sink.Aggregate = p.boolean(v)
 		}},
+	{name: "KINESIS_AGGREGATE_COMPRESSION", def: "none", desc: "none, or gzip: every aggregate goes gzipped (consumers gunzip before de-aggregating; a hot key's run shrinks to a small part of its shard's 1 MiB/s)",
+		set: func(p *parser, c *Config, v string) {
+			switch strings.ToLower(v) {
+			case "none":
+			case "gzip":
+				c.Sink.CompressAggregates = true
+			default:
+				p.add("%s: %q is not none or gzip", p.name(), v)
+			}
+		}},
 	{name: "KINESIS_CONNECT_TIMEOUT", def: "2s", desc: "TCP+TLS connect timeout",
 		set: func(p *parser, c *Config, v string) { c.Sink.ConnectTimeout = p.duration(v) }},
 	{name: "KINESIS_REQUEST_TIMEOUT", def: "10s", desc: "timeout of one PutRecords attempt",
@@ -211,6 +221,9 @@ func loadConfig() (*Config, error) {
 	}
 	if c.Sink.AggregateHot && c.Sink.Ordering == kinesissink.OrderingNone {
 		p.add("CDCBRIDGE_KINESIS_AGGREGATE=hot needs CDCBRIDGE_ORDERING=key: with none a key's records are not queued together, so no run would form (use true to aggregate every record)")
+	}
+	if c.Sink.CompressAggregates && c.Sink.AggregateMode() == "false" {
+		p.add("CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION=gzip needs CDCBRIDGE_KINESIS_AGGREGATE=hot or true: only aggregates are compressed")
 	}
 	if len(p.problems) > 0 {
 		return nil, configError(p.problems)

@@ -63,7 +63,7 @@ func TestDaemonDynamoDBToKinesis(t *testing.T) {
 	env := []string{
 		"CDCBRIDGE_SOURCE=dynamodb", "CDCBRIDGE_DYNAMODB_TABLE=" + table, "CDCBRIDGE_KINESIS_STREAM=" + stream,
 		"CDCBRIDGE_CHECKPOINT_STORE=file://" + filepath.Join(work, "cp.json"), "CDCBRIDGE_DLQ_DIR=" + filepath.Join(work, "dlq"),
-		"CDCBRIDGE_DYNAMODB_IDLE_POLL=100ms", "CDCBRIDGE_KINESIS_AGGREGATE=true",
+		"CDCBRIDGE_DYNAMODB_IDLE_POLL=100ms", "CDCBRIDGE_KINESIS_AGGREGATE=true", "CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION=gzip",
 		"AWS_ENDPOINT_URL_KINESIS=" + shield.URL, "AWS_ENDPOINT_URL_DYNAMODB=" + ddb.Endpoint, "AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + ddb.Endpoint,
 	}
 	const items, rounds = 20, 6
@@ -98,6 +98,9 @@ func TestDaemonDynamoDBToKinesis(t *testing.T) {
 	for _, r := range recs {
 		if r.Aggregated {
 			aggregated++
+		}
+		if r.Aggregated != r.Compressed {
+			t.Fatalf("record %s/%s: aggregated %v, compressed %v; want every record in a gzipped aggregate", r.ShardID, r.Sequence, r.Aggregated, r.Compressed)
 		}
 	}
 	if aggregated == 0 {

@@ -345,6 +345,10 @@ func TestCheck(t *testing.T) {
 	if code != 0 || !regexp.MustCompile(`ok\s+kinesis aggregation\s+hot: .*consumers must de-aggregate`).MatchString(out) {
 		t.Errorf("check with CDCBRIDGE_KINESIS_AGGREGATE=hot: exit %d, no line saying consumers must de-aggregate:\n%s", code, out)
 	}
+	code, out = run("CDCBRIDGE_KINESIS_STREAM="+stream, "CDCBRIDGE_POSTGRES_URL="+pg.URL("postgres"), "CDCBRIDGE_KINESIS_AGGREGATE=hot", "CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION=gzip")
+	if code != 0 || !regexp.MustCompile(`ok\s+kinesis aggregation\s+hot: .*gzipped; consumers must gunzip`).MatchString(out) {
+		t.Errorf("check with CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION=gzip: exit %d, no line saying consumers must gunzip:\n%s", code, out)
+	}
 	code, out = run("CDCBRIDGE_KINESIS_STREAM=missing-"+stream, "CDCBRIDGE_POSTGRES_URL=postgres://postgres:hunter2@127.0.0.1:1/none?connect_timeout=2")
 	if code != 1 || !strings.Contains(out, "fail  kinesis stream") || !strings.Contains(out, "does not exist") {
 		t.Fatalf("check on a missing stream: exit %d\n%s", code, out)

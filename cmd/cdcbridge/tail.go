@@ -259,7 +259,7 @@ func (t *tailer) readShard(ctx context.Context, shardID string) error {
 func (t *tailer) print(shardID string, r types.Record) {
 	seq := aws.ToString(r.SequenceNumber)
 	datas := [][]byte{r.Data}
-	if kpl.IsAggregated(r.Data) {
+	if kpl.IsAggregated(r.Data) || kpl.IsCompressed(r.Data) {
 		recs, err := kpl.Decode(r.Data)
 		if err != nil {
 			t.warn("shard %s record %s: %v", shardID, seq, err)

@@ -36,7 +36,8 @@ func event(row, version int) *cdc.Event {
 }
 
 // TestConsumer: two instances of the consumer read the same stream, which
-// holds every change once or twice, some in KPL aggregates; applying fails
+// holds every change once or twice, some in KPL aggregates (some of them
+// gzipped); applying fails
 // once for some changes. Each change is applied exactly once, and each
 // row's changes in order.
 func TestConsumer(t *testing.T) {
@@ -61,12 +62,17 @@ func TestConsumer(t *testing.T) {
 			a, b := event(r, v), event(r, v+1)
 			da, _ := cdc.Encode(a)
 			db, _ := cdc.Encode(b)
-			switch r % 3 {
-			case 0: // two changes in one aggregate
+			switch r % 4 {
+			case 0, 3: // two changes in one aggregate, gzipped for r = 3
 				var agg kpl.Aggregator
 				agg.Add(a.PartitionKey, da)
 				agg.Add(b.PartitionKey, db)
-				put(a.PartitionKey, agg.Bytes(nil))
+				blob := agg.Bytes(nil)
+				if r%4 == 3 {
+					var z kpl.Compressor
+					blob = z.Append(nil, blob)
+				}
+				put(a.PartitionKey, blob)
 			case 1: // each change sent twice, as after a bridge restart
 				put(a.PartitionKey, da)
 				put(a.PartitionKey, da)

@@ -66,11 +66,11 @@ func (c *Consumer) Handle(ctx context.Context, ev KinesisEvent) (BatchResponse, 
 }
 
 // handleRecord applies the events of one Kinesis record: one envelope, or
-// a KPL aggregate of several. An aggregate retried because one of its
-// events failed skips the events already confirmed.
+// a KPL aggregate of several, gzipped or not. An aggregate retried because
+// one of its events failed skips the events already confirmed.
 func (c *Consumer) handleRecord(ctx context.Context, data []byte) error {
 	payloads := [][]byte{data}
-	if kpl.IsAggregated(data) {
+	if kpl.IsAggregated(data) || kpl.IsCompressed(data) {
 		urs, err := kpl.Decode(data)
 		if err != nil {
 			// A record that can never be read would block the shard

@@ -10,12 +10,22 @@ import (
 )
 
 // TestHotKey: one row takes half of the changes, CDCBRIDGE_KINESIS_AGGREGATE
-// =hot, and Kinesis throttles 30% of entries, fails others, and loses or
-// fails whole requests: the hot row's runs go out as aggregates, and the
-// stream holds every change with each row's first occurrences in commit
-// order.
+// =hot (gzipped, and not), and Kinesis throttles 30% of entries, fails
+// others, and loses or fails whole requests: the hot row's runs go out as
+// aggregates, and the stream holds every change with each row's first
+// occurrences in commit order.
 func TestHotKey(t *testing.T) {
-	const name = "hot key (AGGREGATE=hot) under Kinesis faults"
+	t.Run("plain", func(t *testing.T) { testHotKey(t, false) })
+	t.Run("gzip", func(t *testing.T) { testHotKey(t, true) })
+}
+
+func testHotKey(t *testing.T, gzip bool) {
+	name := "hot key (AGGREGATE=hot) under Kinesis faults"
+	env := []string{"CDCBRIDGE_KINESIS_AGGREGATE=hot"}
+	if gzip {
+		name = "hot key (AGGREGATE=hot, AGGREGATE_COMPRESSION=gzip) under Kinesis faults"
+		env = append(env, "CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION=gzip")
+	}
 	t.Parallel()
 	pg, kin := testenv.PG(t), testenv.Kinesalite(t)
 	r := newPGRig(t, name, pg, kin)
@@ -30,8 +40,7 @@ func TestHotKey(t *testing.T) {
 	fake := kinesisfake.New(kinesisfake.Options{Upstream: kin.Endpoint, Seed: rng.Uint64()})
 	t.Cleanup(fake.Close)
 	const requestTimeout = 5 * time.Second
-	b := NewBridge(t, append(r.env(pg.URL(r.DB), fake.URL),
-		"CDCBRIDGE_KINESIS_AGGREGATE=hot",
+	b := NewBridge(t, append(append(r.env(pg.URL(r.DB), fake.URL), env...),
 		"CDCBRIDGE_KINESIS_REQUEST_TIMEOUT="+requestTimeout.String())...)
 	b.Start()
 	waitStreaming(t, b)
@@ -62,6 +71,10 @@ func TestHotKey(t *testing.T) {
 	const hotPK = "public.items:[1]"
 	aggregated, hotAggregated, plain := 0, 0, 0
 	for _, rec := range recs {
+		if gzip && rec.Aggregated && !rec.Compressed || !gzip && rec.Compressed {
+			t.Fatalf("record %s/%s: aggregated %v, compressed %v; with gzip every aggregate is compressed, without none",
+				rec.ShardID, rec.Sequence, rec.Aggregated, rec.Compressed)
+		}
 		switch {
 		case !rec.Aggregated:
 			plain++

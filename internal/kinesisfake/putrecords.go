@@ -66,8 +66,9 @@ func (s *Server) putRecords(w http.ResponseWriter, r *http.Request, body []byte,
 		return
 	}
 	if len(f.Poison) > 0 {
+		var rd kpl.Reader
 		for i, e := range in.Records {
-			if bytes.Contains(e.Data, f.Poison) {
+			if poisoned(&rd, e.Data, f.Poison) {
 				s.c.rejected.Add(1)
 				writeError(w, "ValidationException", fmt.Sprintf("1 validation error detected: Value at 'records.%d.member.data' failed to satisfy constraint: injected poison record", i+1))
 				return
@@ -199,7 +200,10 @@ func (s *Server) applyUpstream(w http.ResponseWriter, r *http.Request, in *putRe
 // accept counts, keeps and reports the successful entries among apply.
 func (s *Server) accept(in *putRecordsInput, apply []int, out *putRecordsOutput) {
 	keep := s.opts.Keep || s.opts.OnAccept != nil
-	var scratch []kpl.UserRecord
+	var (
+		scratch []kpl.UserRecord
+		rd      kpl.Reader
+	)
 	var users, userBytes, aggs int64
 	if keep {
 		s.acceptMu.Lock()
@@ -215,20 +219,27 @@ func (s *Server) accept(in *putRecordsInput, apply []int, out *putRecordsOutput)
 		if e.ExplicitHashKey != nil {
 			rec.ExplicitHashKey = *e.ExplicitHashKey
 		}
-		if kpl.IsAggregated(e.Data) {
+		if kpl.IsAggregated(e.Data) || kpl.IsCompressed(e.Data) {
 			var err error
-			scratch, err = kpl.AppendDecode(scratch[:0], e.Data)
+			scratch, err = rd.AppendDecode(scratch[:0], e.Data)
 			if err != nil {
 				s.c.decodeErrors.Add(1)
 			} else {
 				aggs++
 				rec.Aggregated = true
+				rec.Compressed = kpl.IsCompressed(e.Data)
 				users += int64(len(scratch))
 				for _, u := range scratch {
 					userBytes += int64(len(u.Data))
 				}
 				if keep {
 					rec.Users = append([]kpl.UserRecord(nil), scratch...)
+					if rec.Compressed {
+						// Their data is in the reader's buffer.
+						for i := range rec.Users {
+							rec.Users[i].Data = bytes.Clone(rec.Users[i].Data)
+						}
+					}
 				}
 			}
 		} else {
@@ -283,4 +294,22 @@ func (s *Server) lose(w http.ResponseWriter, r *http.Request, mode LoseMode, res
 		}
 	}
 	_ = conn.Close()
+}
+
+// poisoned reports whether data, or a user record inside it when it is a
+// compressed aggregate, contains poison.
+func poisoned(rd *kpl.Reader, data, poison []byte) bool {
+	if !kpl.IsCompressed(data) {
+		return bytes.Contains(data, poison)
+	}
+	users, err := rd.AppendDecode(nil, data)
+	if err != nil {
+		return false
+	}
+	for _, u := range users {
+		if bytes.Contains(u.Data, poison) {
+			return true
+		}
+	}
+	return false
 }

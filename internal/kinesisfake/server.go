@@ -143,6 +143,7 @@ type Record struct {
 	// aggregate, or the record itself.
 	Users      []kpl.UserRecord
 	Aggregated bool
+	Compressed bool // a compressed aggregate
 }
 
 // Counts are the server's counters.

@@ -19,9 +19,11 @@ package verify
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/md5"
 	"errors"
 	"fmt"
+	"io"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -40,6 +42,31 @@ type aggUser struct {
 // fails to decode is an error, not user data.
 func isAggregate(b []byte) bool {
 	return len(b) >= len(aggMagic) && bytes.Equal(b[:len(aggMagic)], aggMagic)
+}
+
+// A compressed aggregate (CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION=gzip) is
+// one gzip member (RFC 1952) holding an aggregated record.
+func isGzip(b []byte) bool { return len(b) >= 3 && b[0] == 0x1F && b[1] == 0x8B && b[2] == 0x08 }
+
+// gunzip inflates one gzip member, at most 16 MiB, with nothing after it.
+func gunzip(b []byte) ([]byte, error) {
+	const limit = 16 << 20
+	br := bytes.NewReader(b)
+	zr, err := gzip.NewReader(br)
+	if err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	zr.Multistream(false)
+	out, err := io.ReadAll(io.LimitReader(zr, limit+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("gzip: %w", err)
+	case len(out) > limit:
+		return nil, fmt.Errorf("gzip: inflates to more than %d bytes", limit)
+	case br.Len() > 0:
+		return nil, fmt.Errorf("gzip: %d bytes after the member", br.Len())
+	}
+	return out, nil
 }
 
 // deaggregate returns the user records of an aggregated record.

@@ -34,6 +34,7 @@ type Record struct {
 	Sequence     string // Kinesis sequence number of the (possibly aggregated) record
 	SubIndex     int    // position inside an aggregate (0 otherwise)
 	Aggregated   bool
+	Compressed   bool      // its aggregate came gzipped
 	PartitionKey string    // the user record's partition key
 	Arrival      time.Time // ApproximateArrivalTimestamp
 	Data         []byte
@@ -188,13 +189,25 @@ func hashRange(s types.Shard) (lo, hi *big.Int) {
 func userRecords(shard string, r types.Record, lo, hi *big.Int) []Record {
 	base := Record{ShardID: shard, Sequence: aws.ToString(r.SequenceNumber), PartitionKey: aws.ToString(r.PartitionKey),
 		Arrival: aws.ToTime(r.ApproximateArrivalTimestamp)}
-	if !isAggregate(r.Data) {
+	data := r.Data
+	if base.Compressed = isGzip(data); base.Compressed {
+		var err error
+		if data, err = gunzip(data); err == nil && !isAggregate(data) {
+			err = errors.New("a gzipped record that does not hold a KPL aggregate")
+		}
+		if err != nil {
+			rec := base
+			rec.Data, rec.Aggregated, rec.Err = r.Data, true, err
+			return []Record{rec}
+		}
+	}
+	if !isAggregate(data) {
 		rec := base
-		rec.Data = r.Data
+		rec.Data = data
 		rec.check("")
 		return []Record{rec}
 	}
-	users, err := deaggregate(r.Data)
+	users, err := deaggregate(data)
 	if err != nil {
 		rec := base
 		rec.Data, rec.Aggregated, rec.Err = r.Data, true, err

@@ -72,13 +72,14 @@ func (b *batch) addAggregate(s *shard, ver uint64, first int, blob []byte, pk *s
 }
 
 // split returns the two halves of a multi-entry batch (to isolate an
-// invalid record); the halves own copies of their entries.
-func (b *batch) split() (*batch, *batch) {
+// invalid record); the halves own copies of their entries, and their
+// aggregates are packed again by pack.
+func (b *batch) split(pack func(*kpl.Aggregator) []byte) (*batch, *batch) {
 	h := len(b.info) / 2
-	return b.sub(0, h), b.sub(h, len(b.info))
+	return b.sub(0, h, pack), b.sub(h, len(b.info), pack)
 }
 
-func (b *batch) sub(from, to int) *batch {
+func (b *batch) sub(from, to int, pack func(*kpl.Aggregator) []byte) *batch {
 	n := getBatch()
 	var agg kpl.Aggregator
 	for i := from; i < to; i++ {
@@ -96,7 +97,7 @@ func (b *batch) sub(from, to int) *batch {
 			for _, r := range recs {
 				agg.Add(r.pk, r.buf)
 			}
-			e.blob = agg.Bytes(getBuf(agg.Size()))
+			e.blob = pack(&agg)
 			entry.Data = e.blob
 		}
 		n.info = append(n.info, e)

@@ -54,7 +54,14 @@ type Config struct {
 	AggregateHot bool
 	// AggregateMaxBytes caps an aggregate's size (partition key
 	// included); default and upper bound: the stream's record limit.
+	// With CompressAggregates it caps the aggregate before compression.
 	AggregateMaxBytes int
+	// CompressAggregates sends every aggregate gzipped (see package kpl):
+	// a run of one key's changes shrinks to a small part of its size, so
+	// a hot key is no longer held to its shard's 1 MiB/s of envelopes.
+	// Plain records stay plain. Consumers must gunzip before they
+	// de-aggregate (CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION=gzip).
+	CompressAggregates bool
 	// ConnectTimeout bounds dialing plus the TLS handshake: 2s.
 	ConnectTimeout time.Duration
 	// RequestTimeout bounds one request attempt, connecting included: 10s.
@@ -172,6 +179,9 @@ func (c *Config) validate() error {
 	if c.Aggregate && c.AggregateHot {
 		bad("Aggregate and AggregateHot exclude each other: aggregate every record, or only hot keys' runs")
 	}
+	if c.CompressAggregates && !c.aggregating() {
+		bad("CompressAggregates needs Aggregate or AggregateHot: only aggregates are compressed")
+	}
 	if c.AggregateMaxBytes < 0 {
 		bad("AggregateMaxBytes must not be negative (got %d)", c.AggregateMaxBytes)
 	}
@@ -194,6 +204,15 @@ func (c *Config) AggregateMode() string {
 		return "hot"
 	}
 	return "false"
+}
+
+// AggregateCompression is the config's
+// CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION value: none or gzip.
+func (c *Config) AggregateCompression() string {
+	if c.CompressAggregates {
+		return "gzip"
+	}
+	return "none"
 }
 
 // streamParams returns the StreamName or StreamARN to put in requests.

@@ -87,7 +87,11 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 	defer func() {
 		if usedR > 0 {
 			s.recsLim.ReserveN(l.now, usedR)
-			s.bytesLim.ReserveN(l.now, usedB)
+			// A compressed aggregate may take more than the tokens (and
+			// the burst): the shard waits for the debt.
+			for n := usedB; n > 0; n -= s.bytesLim.Burst() {
+				s.bytesLim.ReserveN(l.now, min(n, s.bytesLim.Burst()))
+			}
 		}
 	}()
 	// fits reports whether the shard's tokens allow one more record of
@@ -126,12 +130,13 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 				if !fits(lone) {
 					return false
 				}
-				if n, used := l.aggregate(b, s, min(l.aggMax, room, int(byteTok)-usedB), l.cfg.AggregateHot); n > 0 {
+				if n, used := l.aggregate(b, s, min(l.aggMax, room), int(byteTok)-usedB, l.cfg.AggregateHot); n > 0 {
 					usedR++
 					usedB += used
 					continue
 				}
-				// Not reached (it fits alone); send it plain.
+				// Only a record too close to the limit to be compressed
+				// within it gets here: it goes plain.
 			}
 		}
 		if size > room {

@@ -91,10 +91,11 @@ func checkPlaceholders(t *testing.T, dir string, recs []userRec, ids map[string]
 }
 
 func TestPoisonRecordGoesToDLQ(t *testing.T) {
-	for _, agg := range []bool{false, true} {
-		t.Run(map[bool]string{false: "plain", true: "aggregated"}[agg], func(t *testing.T) {
+	for _, cfg := range []Config{{}, {Aggregate: true}, {Aggregate: true, CompressAggregates: true}} {
+		t.Run(map[string]string{"false": "plain", "true": "aggregated"}[cfg.AggregateMode()]+map[bool]string{true: "/gzip"}[cfg.CompressAggregates], func(t *testing.T) {
 			dir := t.TempDir()
-			h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Shards: 2, Keep: true}, cfg: Config{Aggregate: agg, DLQDir: dir}})
+			cfg.DLQDir = dir
+			h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Shards: 2, Keep: true}, cfg: cfg})
 			h.fake.SetFaults(kinesisfake.Faults{Poison: []byte("POISON")})
 			h.start()
 			ctx := context.Background()
@@ -122,10 +123,11 @@ func TestPoisonRecordGoesToDLQ(t *testing.T) {
 }
 
 func TestOversizeGoesToDLQInOrder(t *testing.T) {
-	for _, agg := range []bool{false, true} {
-		t.Run(map[bool]string{false: "plain", true: "aggregated"}[agg], func(t *testing.T) {
+	for _, cfg := range []Config{{}, {Aggregate: true}, {Aggregate: true, CompressAggregates: true}} {
+		t.Run(map[string]string{"false": "plain", "true": "aggregated"}[cfg.AggregateMode()]+map[bool]string{true: "/gzip"}[cfg.CompressAggregates], func(t *testing.T) {
 			dir := t.TempDir()
-			h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Shards: 2, Keep: true}, cfg: Config{Aggregate: agg, DLQDir: dir}})
+			cfg.DLQDir = dir
+			h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Shards: 2, Keep: true}, cfg: cfg})
 			kib := int32(2)
 			h.fake.SetOverrides(kinesisfake.Overrides{MaxRecordSizeInKiB: &kib})
 			h.fake.SetFaults(kinesisfake.Faults{ThrottleEntries: 0.2})
@@ -276,7 +278,15 @@ func TestDLQLineGolden(t *testing.T) {
 // plain but not as an aggregate is sent plain (not dead-lettered, not
 // stuck waiting for tokens it can never have).
 func TestAggregationNearRecordLimit(t *testing.T) {
-	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Keep: true}, cfg: Config{Aggregate: true}})
+	for _, gzip := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "gzip"}[gzip], func(t *testing.T) {
+			testAggregationNearRecordLimit(t, Config{Aggregate: true, CompressAggregates: gzip})
+		})
+	}
+}
+
+func testAggregationNearRecordLimit(t *testing.T, cfg Config) {
+	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Keep: true}, cfg: cfg})
 	kib := int32(2)
 	h.fake.SetOverrides(kinesisfake.Overrides{MaxRecordSizeInKiB: &kib})
 	h.start()

@@ -37,15 +37,16 @@ func TestFaults(t *testing.T) {
 		{"everything at once", kinesisfake.Faults{ThrottleEntries: 0.2, FailEntries: 0.05, FailRequests: 0.1, LoseResponses: 0.1}, Config{}},
 	}
 	for _, tc := range cases {
-		for _, agg := range []bool{false, true} {
+		for _, mode := range []string{"plain", "aggregated", "gzip"} {
 			name := tc.name
-			if agg {
-				name += "/aggregated"
+			if mode != "plain" {
+				name += "/" + mode
 			}
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
 				cfg := tc.cfg
-				cfg.Aggregate = agg
+				cfg.Aggregate = mode != "plain"
+				cfg.CompressAggregates = mode == "gzip"
 				cfg.AggregateMaxBytes = 4 << 10 // several aggregates per shard
 				h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Shards: 3, Keep: true, Seed: 7}, cfg: cfg})
 				h.fake.SetFaults(tc.faults)

@@ -29,6 +29,7 @@ type userRec struct {
 	shard      string
 	recordPK   string // the Kinesis record's partition key
 	aggregated bool
+	compressed bool
 	pk         string // the user record's partition key
 	ev         *cdc.Event
 	data       []byte
@@ -318,7 +319,7 @@ func fakeRecords(f *kinesisfake.Server) []userRec {
 	for _, r := range f.Records() {
 		for _, u := range r.Users {
 			e, _ := cdc.Decode(u.Data)
-			out = append(out, userRec{shard: r.ShardID, recordPK: r.PartitionKey, aggregated: r.Aggregated, pk: u.PartitionKey, ev: e, data: u.Data})
+			out = append(out, userRec{shard: r.ShardID, recordPK: r.PartitionKey, aggregated: r.Aggregated, compressed: r.Compressed, pk: u.PartitionKey, ev: e, data: u.Data})
 		}
 	}
 	return out
@@ -376,7 +377,8 @@ func readStreamKCL(t *testing.T, c *kinesis.Client, stream string) (recs []userR
 			}
 			for _, r := range gr.Records {
 				users := []kpl.UserRecord{{PartitionKey: aws.ToString(r.PartitionKey), Data: r.Data}}
-				agg := kpl.IsAggregated(r.Data)
+				zipped := kpl.IsCompressed(r.Data)
+				agg := kpl.IsAggregated(r.Data) || zipped
 				if agg {
 					if users, err = kpl.Decode(r.Data); err != nil {
 						t.Fatalf("shard %s: aggregate does not decode: %v", aws.ToString(s.ShardId), err)
@@ -388,7 +390,7 @@ func readStreamKCL(t *testing.T, c *kinesis.Client, stream string) (recs []userR
 						continue
 					}
 					e, _ := cdc.Decode(u.Data)
-					recs = append(recs, userRec{shard: aws.ToString(s.ShardId), recordPK: aws.ToString(r.PartitionKey), aggregated: agg, pk: u.PartitionKey, ev: e, data: u.Data})
+					recs = append(recs, userRec{shard: aws.ToString(s.ShardId), recordPK: aws.ToString(r.PartitionKey), aggregated: agg, compressed: zipped, pk: u.PartitionKey, ev: e, data: u.Data})
 				}
 			}
 			if len(gr.Records) == 0 || gr.NextShardIterator == nil {

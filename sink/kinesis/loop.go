@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
@@ -61,6 +62,11 @@ type loop struct {
 	agg         kpl.Aggregator
 	emptyAgg    kpl.Aggregator // never added to: sizes a lone record
 
+	// Compression of aggregates (aggregate.go).
+	zip                  kpl.Compressor
+	zipRaw, zipOut       []byte  // an aggregate before and after compression
+	zipRawSum, zipOutSum float64 // recent sizes before and after, decayed
+
 	// Requests and their outcomes (results.go, retry.go).
 	retrying    retryHeap // keys waiting for their backoff
 	inflight    int
@@ -85,7 +91,7 @@ func (l *loop) start(s summary, shards []types.Shard) error {
 		return fmt.Errorf("stream %s: %w", l.label, err)
 	}
 	l.log.Info("kinesis producer ready", "arn", s.arn, "shards", len(l.smap.shards), "max_record_bytes", l.recordLimit,
-		"mode", s.mode, "distribution", s.distribution, "ordering", l.cfg.Ordering, "aggregate", l.cfg.AggregateMode())
+		"mode", s.mode, "distribution", s.distribution, "ordering", l.cfg.Ordering, "aggregate", l.cfg.AggregateMode(), "aggregate_compression", l.cfg.AggregateCompression())
 	return nil
 }
 
@@ -265,6 +271,9 @@ func (l *loop) publishStatus() {
 		st.InflightRequests = l.inflight
 		st.RetryingKeys = len(l.retrying)
 		st.FailingRequests = l.reqFailures
+		if l.zipOutSum > 0 {
+			st.CompressionRatio = math.Round(l.zipRatio()*10) / 10
+		}
 	})
 	if len(l.retrying) > 0 {
 		l.status.setTrouble("retrying", fmt.Sprintf("retrying: %d partition keys wait to resend a failed record", len(l.retrying)))

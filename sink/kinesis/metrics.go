@@ -22,6 +22,7 @@ type metrics struct {
 	shardRefresh  prometheus.Counter
 	shards        prometheus.Gauge
 	userPerAgg    prometheus.Histogram
+	aggBytes      *prometheus.CounterVec // form
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -90,6 +91,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "User records per KPL aggregated record.",
 			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500},
 		}),
+		aggBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcbridge_kinesis_aggregate_bytes_total",
+			Help: "Bytes of the aggregates built with CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION=gzip, before (raw) and after (compressed) compression.",
+		}, []string{"form"}),
 	}
 	for _, r := range []string{"ok", "partial", "throttled", "timeout", "invalid", "expired_credentials", "fatal", "error"} {
 		m.requests.WithLabelValues(r)
@@ -100,7 +105,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.requests, m.putDuration, m.failedRecords, m.retries, m.batchRecords, m.batchBytes,
 			m.inflightEv, m.inflightBytes, m.dlqRecords, m.delivered, m.throttleWait, m.throttleWaits,
-			m.shardRefresh, m.shards, m.userPerAgg)
+			m.shardRefresh, m.shards, m.userPerAgg, m.aggBytes)
 	}
 	return m
 }

@@ -16,8 +16,10 @@ type Status struct {
 	MaxRecordBytes     int       `json:"max_record_bytes,omitempty"`
 	Shards             int       `json:"shards"`
 	Ordering           string    `json:"ordering"`
-	Aggregate          bool      `json:"aggregate"`      // records may reach the stream in KPL aggregates
-	AggregateMode      string    `json:"aggregate_mode"` // CDCBRIDGE_KINESIS_AGGREGATE: false, true or hot
+	Aggregate          bool      `json:"aggregate"`                             // records may reach the stream in KPL aggregates
+	AggregateMode      string    `json:"aggregate_mode"`                        // CDCBRIDGE_KINESIS_AGGREGATE: false, true or hot
+	Compression        string    `json:"aggregate_compression"`                 // CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION: none or gzip
+	CompressionRatio   float64   `json:"aggregate_compression_ratio,omitempty"` // recent aggregates' size over their compressed size
 	Aggregates         int64     `json:"aggregates_delivered_total"`
 	AggregatedRecords  int64     `json:"aggregated_records_delivered_total"` // user records inside them
 	Ready              bool      `json:"ready"`
@@ -47,7 +49,8 @@ type statusBox struct {
 
 func newStatusBox(cfg Config) *statusBox {
 	return &statusBox{
-		s:       Status{Stream: cfg.Stream, Ordering: string(cfg.Ordering), Aggregate: cfg.aggregating(), AggregateMode: cfg.AggregateMode()},
+		s: Status{Stream: cfg.Stream, Ordering: string(cfg.Ordering), Aggregate: cfg.aggregating(), AggregateMode: cfg.AggregateMode(),
+			Compression: cfg.AggregateCompression()},
 		trouble: map[string]string{},
 	}
 }

@@ -240,9 +240,9 @@ func TestConfigValidation(t *testing.T) {
 		c.MaxInFlightBytes != 64<<20 || c.MaxRequestBytes != 5<<20 || c.ShardHeadroom != 0.9 || c.RequestTimeout != 10*time.Second || c.ConnectTimeout != 2*time.Second {
 		t.Errorf("defaults: %+v", c)
 	}
-	bad := Config{Ordering: "row", Oversize: "drop", MaxRequestBytes: 11 << 20, ShardHeadroom: 2, Linger: -1}
+	bad := Config{Ordering: "row", Oversize: "drop", MaxRequestBytes: 11 << 20, ShardHeadroom: 2, Linger: -1, CompressAggregates: true}
 	err := bad.validate()
-	for _, w := range []string{"Stream", "Ordering", "Oversize", "MaxRequestBytes", "ShardHeadroom", "Linger"} {
+	for _, w := range []string{"Stream", "Ordering", "Oversize", "MaxRequestBytes", "ShardHeadroom", "Linger", "CompressAggregates needs Aggregate"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("invalid config: %v, want it to name %s", err, w)
 		}
