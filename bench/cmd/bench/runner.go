@@ -38,6 +38,7 @@ type endpointCounts struct {
 	// before one of its earlier changes.
 	OrderViolations int64
 	TopKeyRecords   int64 // distinct changes of the busiest partition key
+	TopShardBytes   int64 // record bytes (as sent) of the busiest shard
 }
 
 // startEndpoint starts nullkinesis with extra flags (-latency, -delay,

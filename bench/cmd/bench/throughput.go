@@ -31,6 +31,7 @@ type throughputRun struct {
 	OrderViolations  int64   `json:"order_violations"` // with an order-checking endpoint
 	TopKeyRecords    int64   `json:"top_key_records"`  // distinct changes of the busiest row (same)
 	UserBytes        int64   `json:"user_bytes"`
+	TopShardBytes    int64   `json:"top_shard_bytes"` // record bytes (as sent) of the busiest shard
 	// LoadAverage is the machine's 1-minute load average at the end.
 	LoadAverage float64 `json:"load_average_1m"`
 	// Progress is [seconds since start, changes delivered] every 250 ms.
@@ -157,7 +158,7 @@ func (b *bench) runThroughput(ctx context.Context, s runSpec) (throughputRun, er
 	} else if c, err := ep.counts(); err == nil {
 		r.PutRequests, r.KinesisRecords, r.UserRecords, r.Aggregates = c.PutRequests, c.Accepted, c.UserRecords, c.Aggregates
 		r.Duplicates = c.UserRecords - c.Unique
-		r.OrderViolations, r.TopKeyRecords, r.UserBytes = c.OrderViolations, c.TopKeyRecords, c.UserBytes
+		r.OrderViolations, r.TopKeyRecords, r.UserBytes, r.TopShardBytes = c.OrderViolations, c.TopKeyRecords, c.UserBytes, c.TopShardBytes
 		if c.DecodeErrors > 0 || c.Rejected > 0 || c.BadEnvelopes > 0 || c.OrderViolations > 0 {
 			return r, fmt.Errorf("%s: the endpoint rejected %d requests, failed to decode %d aggregates, found %d records that are not envelopes and %d changes of a row out of order",
 				s.name, c.Rejected, c.DecodeErrors, c.BadEnvelopes, c.OrderViolations)

@@ -49,6 +49,10 @@ type Counts struct {
 	// TopKeyRecords (with -check-order) is the number of distinct changes
 	// of the partition key that has the most.
 	TopKeyRecords int64
+	// TopShardBytes is the most record bytes (data and partition keys,
+	// aggregates as sent) one shard accepted: what counts against a
+	// shard's 1 MiB/s.
+	TopShardBytes int64
 }
 
 type null struct {
@@ -102,7 +106,8 @@ func newNull(stream string, m *shardMap, fake http.Handler, lim limits) *null {
 func (n *null) counts() Counts {
 	v := func(i int) int64 { return n.c[i].Load() }
 	return Counts{v(cRequests), v(cPutRequests), v(cEntries), v(cAccepted), v(cUserRecords), v(cUserBytes),
-		v(cAggregates), v(cDecodeErrors), v(cBadEnvelopes), v(cUnique), v(cRejected), v(cOrderViolations), v(cTopKeyRecords)}
+		v(cAggregates), v(cDecodeErrors), v(cBadEnvelopes), v(cUnique), v(cRejected), v(cOrderViolations), v(cTopKeyRecords),
+		n.m.topBytes()}
 }
 
 func (n *null) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -226,11 +231,13 @@ func (n *null) accept(q *request, received time.Time) {
 		} else {
 			h = hashkey.OfBytes(e.pk)
 		}
-		e.shard = n.m.route(h).id
+		s := n.m.route(h)
+		s.bytes.Add(int64(len(e.data) + len(e.pk)))
+		e.shard = s.id
 		e.seq = n.seq.Add(1)
-		if kpl.IsAggregated(e.data) {
+		if kpl.IsAggregated(e.data) || kpl.IsCompressed(e.data) {
 			var err error
-			q.users, err = kpl.AppendDecode(q.users[:0], e.data)
+			q.users, err = q.rd.AppendDecode(q.users[:0], e.data)
 			if err != nil {
 				decodeErrs++
 				continue

@@ -98,6 +98,33 @@ func TestPutRecordsCounts(t *testing.T) {
 	got := counts(t, srv.URL)
 	want := Counts{Requests: 1, PutRequests: 1, Entries: 3, Accepted: 3, UserRecords: 4, Aggregates: 1, Unique: 3}
 	got.UserBytes = 0
+	got.TopShardBytes = 0 // TestCompressedAndShardBytes
+	if got != want {
+		t.Fatalf("counts %+v, want %+v", got, want)
+	}
+}
+
+// TestCompressedAndShardBytes: a gzipped aggregate is inflated and
+// counted like a plain one, and a shard's bytes are what it took as sent.
+func TestCompressedAndShardBytes(t *testing.T) {
+	srv := newTestNull(t, false)
+	var (
+		agg kpl.Aggregator
+		z   kpl.Compressor
+	)
+	agg.Add("k2", []byte(envelope("b")))
+	agg.Add("k3", []byte(envelope("c")))
+	zipped := z.Append(nil, agg.Bytes(nil))
+	const last = "340282366920938463463374607431768211455" // both to the last shard
+	body := `{"StreamName":"s","Records":[` +
+		`{"Data":"` + base64.StdEncoding.EncodeToString(zipped) + `","PartitionKey":"a","ExplicitHashKey":"` + last + `"},` +
+		`{"Data":"` + b64(envelope("a")) + `","PartitionKey":"k","ExplicitHashKey":"` + last + `"}]}`
+	if code, errType := put(t, srv.URL, body); code != http.StatusOK {
+		t.Fatalf("HTTP %d %s", code, errType)
+	}
+	got := counts(t, srv.URL)
+	want := Counts{Requests: 1, PutRequests: 1, Entries: 2, Accepted: 2, UserRecords: 3, Aggregates: 1, Unique: 3,
+		UserBytes: int64(3 * len(envelope("a"))), TopShardBytes: int64(len(zipped) + len("a") + len(envelope("a")) + len("k"))}
 	if got != want {
 		t.Fatalf("counts %+v, want %+v", got, want)
 	}

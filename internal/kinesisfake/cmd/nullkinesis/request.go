@@ -18,6 +18,7 @@ type request struct {
 	name    string
 	arn     string
 	users   []kpl.UserRecord
+	rd      kpl.Reader // inflates compressed aggregates
 	hashes  []uint64
 	order   []orderKey // with -check-order: each user record's key and sequence
 	resp    []byte
