@@ -79,6 +79,7 @@ func TestBadConfig(t *testing.T) {
 		{"KINESIS_MAX_IN_FLIGHT", "0", nil}, {"KINESIS_MAX_IN_FLIGHT", "-1", nil}, {"KINESIS_MAX_IN_FLIGHT", "many", nil},
 		{"KINESIS_MAX_IN_FLIGHT", "100000", nil},
 		{"KINESIS_AGGREGATE", "yes please", nil},
+		{"KINESIS_AGGREGATE_COMPRESSION", "zstd", nil}, {"KINESIS_AGGREGATE_COMPRESSION", "gzip", nil}, // gzip: without aggregation
 		{"KINESIS_CONNECT_TIMEOUT", "soon", nil}, {"KINESIS_CONNECT_TIMEOUT", "0", nil},
 		{"KINESIS_REQUEST_TIMEOUT", "soon", nil}, {"KINESIS_REQUEST_TIMEOUT", "-1s", nil},
 		{"KINESIS_MAX_REQUEST_BYTES", "20MiB", nil}, {"KINESIS_MAX_REQUEST_BYTES", "100KB", nil}, {"KINESIS_MAX_REQUEST_BYTES", "5 parsecs", nil},
