@@ -219,7 +219,7 @@ func (s *Server) accept(in *putRecordsInput, apply []int, out *putRecordsOutput)
 		if e.ExplicitHashKey != nil {
 			rec.ExplicitHashKey = *e.ExplicitHashKey
 		}
-		if kpl.IsAggregated(e.Data) || kpl.IsCompressed(e.Data) {
+		if zipped := kpl.IsCompressed(e.Data); zipped || kpl.IsAggregated(e.Data) {
 			var err error
 			scratch, err = rd.AppendDecode(scratch[:0], e.Data)
 			if err != nil {
@@ -227,7 +227,7 @@ func (s *Server) accept(in *putRecordsInput, apply []int, out *putRecordsOutput)
 			} else {
 				aggs++
 				rec.Aggregated = true
-				rec.Compressed = kpl.IsCompressed(e.Data)
+				rec.Compressed = zipped
 				users += int64(len(scratch))
 				for _, u := range scratch {
 					userBytes += int64(len(u.Data))
