@@ -33,6 +33,7 @@ Usage:
   cdcbridge [run]      run the daemon (configured by CDCBRIDGE_* variables)
   cdcbridge tail       print what the bridge wrote to the stream (cdcbridge tail -h)
   cdcbridge check      preflight checks of the configuration and its servers
+  cdcbridge snapshot   read tables again while streaming, show or cancel snapshots (cdcbridge snapshot -h)
   cdcbridge dlq        list or replay dead-lettered events (cdcbridge dlq -h)
   cdcbridge config     list every variable with its default and meaning
   cdcbridge version    print version, commit and Go version
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runCheck(ctx, args, stdout, stderr)
 	case "dlq":
 		return runDLQ(ctx, args, stdout, stderr)
+	case "snapshot":
+		return runSnapshot(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

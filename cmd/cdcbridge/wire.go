@@ -25,6 +25,24 @@ import (
 	pgsource "github.com/cdcbridge/cdcbridge/sources/postgres"
 )
 
+// openStore opens the configured checkpoint store.
+func openStore(ctx context.Context, cfg *Config, awsCfg aws.Config) (checkpoint.Store, error) {
+	var store checkpoint.Store
+	var err error
+	switch cfg.Store.Scheme {
+	case "file":
+		store, err = filestore.Open(cfg.Store.Target)
+	case "dynamodb":
+		store, err = ddbstore.Open(ctx, dynamodb.NewFromConfig(awsCfg), cfg.Store.Target)
+	default:
+		err = fmt.Errorf("unknown scheme %q", cfg.Store.Scheme)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening checkpoint store (CDCBRIDGE_CHECKPOINT_STORE): %w", err)
+	}
+	return store, nil
+}
+
 // build wires the configured source, checkpoint store and sink.
 func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog.Logger, h *health) (*pipeline, error) {
 	awsCfg, err := loadAWSConfig(ctx)
@@ -39,20 +57,9 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 		return nil, err
 	}
 
-	var store checkpoint.Store
-	switch cfg.Store.Scheme {
-	case "file":
-		s, err := filestore.Open(cfg.Store.Target)
-		if err != nil {
-			return fail(fmt.Errorf("opening checkpoint store (CDCBRIDGE_CHECKPOINT_STORE): %w", err))
-		}
-		store = s
-	case "dynamodb":
-		s, err := ddbstore.Open(ctx, dynamodb.NewFromConfig(awsCfg), cfg.Store.Target)
-		if err != nil {
-			return fail(fmt.Errorf("opening checkpoint store (CDCBRIDGE_CHECKPOINT_STORE): %w", err))
-		}
-		store = s
+	store, err := openStore(ctx, cfg, awsCfg)
+	if err != nil {
+		return fail(err)
 	}
 	p.closers = append(p.closers, store.Close)
 
