@@ -43,7 +43,7 @@ func BenchmarkDecodeInsert(b *testing.B) {
 	emit := func(_ context.Context, e *cdc.Event) error { e.Ack(); return nil }
 	d := newDecoder("/cdcbridge/postgres/1/db/slot", types, nil, pos, emit, newMetrics(nil), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	d.rels[1] = rel
-	if err := d.begin(&pglogrepl.BeginMessage{FinalLSN: 0x16B3748, CommitTime: time.Now(), Xid: 731}); err != nil {
+	if err := d.begin(context.Background(), &pglogrepl.BeginMessage{FinalLSN: 0x16B3748, CommitTime: time.Now(), Xid: 731}); err != nil {
 		b.Fatal(err)
 	}
 	msg := insertMessage(1, "1234567", "customer \"name\" here", "1234.50", "2026-11-26 10:15:02.123456+00", `{"k": "v", "n": [1, 2, 3]}`, "t")

@@ -53,9 +53,9 @@ type Config struct {
 	// streaming (the slot, not the store, holds its position) and reports
 	// itself degraded.
 	CheckpointFailureLimit time.Duration
-	// SnapshotBatchRows is the most rows fetched per snapshot page.
-	// Default 1000 (fewer when rows are large, see snapshot.go).
-	SnapshotBatchRows int
+	// SnapshotChunkRows is the most rows per snapshot chunk (fewer when
+	// rows are large: a chunk holds at most 8 MiB; see chunks.go).
+	SnapshotChunkRows int
 	// PublicationSyncInterval is how often a publication created by the
 	// bridge is brought up to date with new tables. Default 10s.
 	PublicationSyncInterval time.Duration
@@ -107,8 +107,8 @@ func (c *Config) setDefaults() {
 	if c.CheckpointFailureLimit <= 0 {
 		c.CheckpointFailureLimit = 2 * time.Minute
 	}
-	if c.SnapshotBatchRows <= 0 {
-		c.SnapshotBatchRows = 1000
+	if c.SnapshotChunkRows <= 0 {
+		c.SnapshotChunkRows = DefaultSnapshotChunkRows
 	}
 	if c.PublicationSyncInterval <= 0 {
 		c.PublicationSyncInterval = 10 * time.Second
@@ -117,6 +117,9 @@ func (c *Config) setDefaults() {
 		c.LeaderTimeout = 10 * time.Second
 	}
 }
+
+// DefaultSnapshotChunkRows is SnapshotChunkRows's default.
+const DefaultSnapshotChunkRows = 10000
 
 func (c *Config) validate() error {
 	var errs []error

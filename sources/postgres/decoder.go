@@ -42,6 +42,10 @@ type decoder struct {
 	origin       string
 
 	rc rowChange // reused
+
+	marks marks
+	// onRequest handles the bridge's own messages (snapshot requests).
+	onRequest func(content []byte, lsn uint64)
 }
 
 func newDecoder(source string, types *typeCache, catalog catalogQuerier, pos *positions, emit cdc.Emit, m *metrics, log *slog.Logger) *decoder {
@@ -59,7 +63,7 @@ func (d *decoder) handle(ctx context.Context, msg []byte, serverTime time.Time) 
 		if err := m.Decode(msg[1:]); err != nil {
 			return fmt.Errorf("decoding Begin: %w", err)
 		}
-		return d.begin(&m)
+		return d.begin(ctx, &m)
 	case 'C':
 		var m pglogrepl.CommitMessage
 		if err := m.Decode(msg[1:]); err != nil {
@@ -110,16 +114,23 @@ func (d *decoder) handle(ctx context.Context, msg []byte, serverTime time.Time) 
 }
 
 // keepalive notes the server's WAL end from a keepalive, in stream order.
-func (d *decoder) keepalive(walEnd uint64) {
-	if !d.inTx {
-		d.pos.noteKeepalive(walEnd)
+func (d *decoder) keepalive(ctx context.Context, walEnd uint64) error {
+	if d.inTx {
+		return nil
 	}
+	d.pos.noteKeepalive(walEnd)
+	return d.streamPassed(ctx, walEnd)
 }
 
-func (d *decoder) begin(m *pglogrepl.BeginMessage) error {
+func (d *decoder) begin(ctx context.Context, m *pglogrepl.BeginMessage) error {
 	if d.inTx {
 		return fmt.Errorf("Begin of transaction %d inside transaction %d", m.Xid, d.xid)
 	}
+	// Every transaction committed before this one has been decoded.
+	if err := d.streamPassed(ctx, uint64(m.FinalLSN)); err != nil {
+		return err
+	}
+	d.marks.noteTx(m.Xid)
 	d.inTx = true
 	d.pos.inTx.Store(true)
 	d.commitLSN = uint64(m.FinalLSN)
@@ -150,7 +161,7 @@ func (d *decoder) commit(ctx context.Context, m *pglogrepl.CommitMessage) error 
 	d.span, d.ack = nil, nil
 	d.inTx = false
 	d.pos.inTx.Store(false)
-	return nil
+	return d.streamPassed(ctx, end)
 }
 
 // push emits the held event and holds e in its place.
@@ -269,6 +280,9 @@ func (d *decoder) emitRow(ctx context.Context, op cdc.Op, rel *relation, im imag
 	if err := buildImages(e, rel, im); err != nil {
 		return err
 	}
+	if len(d.marks.windows) > 0 {
+		d.noteRowChange(rel, e)
+	}
 	return d.push(ctx, e)
 }
 
@@ -334,6 +348,7 @@ func (d *decoder) truncate(ctx context.Context, m *pglogrepl.TruncateMessage) er
 		}
 		e := d.txEvent(cdc.OpTruncate, rel.qualified, rel.schema, rel.table)
 		e.PartitionKey = rel.tableKey
+		d.noteTruncate(rel)
 		if err := d.push(ctx, e); err != nil {
 			return err
 		}
@@ -348,6 +363,12 @@ func messagePartitionKey(prefix string) string {
 }
 
 func (d *decoder) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessage, serverTime time.Time) error {
+	if m.Prefix == snapshotPrefix {
+		if d.onRequest != nil {
+			d.onRequest(m.Content, uint64(m.LSN))
+		}
+		return nil
+	}
 	msg := &cdc.Message{Prefix: m.Prefix, Transactional: m.Transactional, Content: m.Content}
 	if d.inTx {
 		// Transactional messages, and any non-transactional one a server
@@ -372,7 +393,10 @@ func (d *decoder) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 	// Confirming the message's own LSN re-sends it after a restart at
 	// worst; it never skips anything after it.
 	span.Seal(lsn)
-	return err
+	if err != nil {
+		return err
+	}
+	return d.streamPassed(ctx, lsn)
 }
 
 // sinkError classifies an error from emit: with ctx still live, the sink

@@ -62,22 +62,15 @@ func wantFailover(mode string, srv *serverInfo) (want bool, warning string, err 
 	return srv.version >= failoverMajor*10000 && srv.syncStandbySlots != "", "", nil
 }
 
-// createSlotCommand is CREATE_REPLICATION_SLOT for a pgoutput slot, with
-// an exported snapshot or none, as a failover slot when asked (17+).
-func createSlotCommand(name string, exportSnapshot, failover bool) string {
+// createSlotCommand is CREATE_REPLICATION_SLOT for a pgoutput slot
+// without an exported snapshot (rows are read in chunks while streaming),
+// as a failover slot when asked (17+).
+func createSlotCommand(name string, failover bool) string {
 	if !failover {
 		// The old syntax: the only one PostgreSQL 14 knows.
-		action := "NOEXPORT_SNAPSHOT"
-		if exportSnapshot {
-			action = "EXPORT_SNAPSHOT"
-		}
-		return fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", name, action)
+		return fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput NOEXPORT_SNAPSHOT", name)
 	}
-	snap := "nothing"
-	if exportSnapshot {
-		snap = "export"
-	}
-	return fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT '%s', FAILOVER true)", name, snap)
+	return fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'nothing', FAILOVER true)", name)
 }
 
 // makeFailoverSlot turns an existing slot into a failover slot (17+).

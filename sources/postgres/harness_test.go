@@ -199,7 +199,16 @@ func (r *running) stop(t *testing.T) error {
 }
 
 // streaming waits until the source streams (its positions exist).
+// streaming waits until the source streams and its snapshots are done
+// (every read accepted), so that a test's changes come after them.
 func (r *running) streaming(t *testing.T) {
+	t.Helper()
+	r.streamingOnly(t)
+	r.snapshotted(t)
+}
+
+// streamingOnly waits until the source streams, snapshots or not.
+func (r *running) streamingOnly(t *testing.T) {
 	t.Helper()
 	waitFor(t, 60*time.Second, "source streaming", func() bool {
 		select {
@@ -208,6 +217,24 @@ func (r *running) streaming(t *testing.T) {
 		default:
 		}
 		return r.src.pos.Load() != nil
+	})
+}
+
+// snapshotted waits until the source's snapshots are done.
+func (r *running) snapshotted(t *testing.T) {
+	t.Helper()
+	waitFor(t, 120*time.Second, "snapshots done", func() bool {
+		select {
+		case err := <-r.done:
+			t.Fatalf("Run returned before its snapshots were done: %v", err)
+		default:
+		}
+		for _, j := range r.src.Status().(Status).Snapshots {
+			if j.Finished == "" {
+				return false
+			}
+		}
+		return true
 	})
 }
 

@@ -8,22 +8,21 @@ import (
 )
 
 type metrics struct {
-	received        map[cdc.Op]prometheus.Counter
-	slotLagBytes    prometheus.Gauge
-	confirmedLSN    prometheus.Gauge
-	role            *prometheus.GaugeVec
-	snapRows        prometheus.Counter
-	snapTablesDone  prometheus.Gauge
-	snapTablesTotal prometheus.Gauge
-	snapRunning     prometheus.Gauge
-	slotLost        *prometheus.CounterVec
-	reconnects      prometheus.Counter
-	statusUpdates   prometheus.Counter
-	pubChanges      *prometheus.CounterVec
-	skippedTables   prometheus.Gauge
-	serverInfo      *prometheus.GaugeVec
-	timeline        prometheus.Gauge
-	failoverSlot    prometheus.Gauge
+	received             map[cdc.Op]prometheus.Counter
+	slotLagBytes         prometheus.Gauge
+	confirmedLSN         prometheus.Gauge
+	role                 *prometheus.GaugeVec
+	snapRows             *prometheus.CounterVec
+	snapTablesInProgress prometheus.Gauge
+	snapRunning          prometheus.Gauge
+	slotLost             *prometheus.CounterVec
+	reconnects           prometheus.Counter
+	statusUpdates        prometheus.Counter
+	pubChanges           *prometheus.CounterVec
+	skippedTables        prometheus.Gauge
+	serverInfo           *prometheus.GaugeVec
+	timeline             prometheus.Gauge
+	failoverSlot         prometheus.Gauge
 }
 
 // newMetrics creates the source's metrics and registers them with reg
@@ -47,21 +46,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cdcbridge_postgres_role",
 			Help: "1 for this instance's role: active (holds the slot's lock) or standby (waits for it).",
 		}, []string{"role"}),
-		snapRows: prometheus.NewCounter(prometheus.CounterOpts{
+		snapRows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cdcbridge_postgres_snapshot_rows_total",
-			Help: "Rows read by initial snapshots.",
-		}),
-		snapTablesDone: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "cdcbridge_postgres_snapshot_tables_done",
-			Help: "Tables the running (or last) snapshot has read completely.",
-		}),
-		snapTablesTotal: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "cdcbridge_postgres_snapshot_tables",
-			Help: "Tables the running (or last) snapshot reads.",
+			Help: "Rows snapshots delivered as read events (accepted by the sink), by table.",
+		}, []string{"table"}),
+		snapTablesInProgress: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_postgres_snapshot_tables_in_progress",
+			Help: "Tables a snapshot is reading now.",
 		}),
 		snapRunning: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cdcbridge_postgres_snapshot_running",
-			Help: "1 while an initial snapshot is being read or acknowledged.",
+			Help: "1 while a snapshot has tables left to read.",
 		}),
 		slotLost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cdcbridge_postgres_slot_lost_total",
@@ -105,8 +100,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.slotLost.WithLabelValues(OnSlotLostResnapshot)
 	m.slotLost.WithLabelValues(OnSlotLostContinue)
 	if reg != nil {
-		reg.MustRegister(recv, m.slotLagBytes, m.confirmedLSN, m.role, m.snapRows, m.snapTablesDone,
-			m.snapTablesTotal, m.snapRunning, m.slotLost, m.reconnects, m.statusUpdates, m.pubChanges, m.skippedTables,
+		reg.MustRegister(recv, m.slotLagBytes, m.confirmedLSN, m.role, m.snapRows, m.snapTablesInProgress,
+			m.snapRunning, m.slotLost, m.reconnects, m.statusUpdates, m.pubChanges, m.skippedTables,
 			m.serverInfo, m.timeline, m.failoverSlot)
 	}
 	return m

@@ -33,6 +33,9 @@ type positions struct {
 	inTx          atomic.Bool   // the decoder is between Begin and Commit
 	idleCandidate atomic.Uint64 // WAL end of the last keepalive seen between transactions
 	saved         atomic.Uint64 // the highest position the checkpoint store holds
+	// wantKeepalive: a snapshot chunk waits for the stream to pass its
+	// high mark, so the receiver asks the server for keepalives.
+	wantKeepalive atomic.Bool
 
 	mu   sync.Mutex
 	safe uint64

@@ -11,6 +11,9 @@ type item struct {
 	data       []byte // pgoutput message (XLogData payload); nil for a keepalive
 	walEnd     uint64 // keepalive: the server's WAL end
 	serverTime time.Time
+	// ctl, when set, is run by the decoder at this place in the stream
+	// (snapshot chunks; see marks.go).
+	ctl func(context.Context, *decoder) error
 }
 
 // queue hands messages from the receiving goroutine to the decoding one.

@@ -29,8 +29,11 @@ type saver struct {
 	pos   *positions
 	stop  context.CancelCauseFunc
 
+	snaps *snapshots // the snapshot jobs kept with the state (nil: none)
+
 	mu           sync.Mutex // a save at a time: the session's end races the ticker
 	saved        uint64
+	savedJobs    uint64 // the snapshot jobs' version last saved
 	failingSince time.Time
 }
 
@@ -61,7 +64,14 @@ func (v *saver) save(ctx context.Context) {
 	defer v.mu.Unlock()
 	s := v.src
 	cur := v.pos.advance()
-	if cur == v.saved && v.state.SavedBeforeConfirm {
+	// The jobs are read after the position: a snapshot request decoded
+	// before a position is then saved with it, so it is never confirmed
+	// away unsaved.
+	var jobsVersion uint64
+	if v.snaps != nil {
+		v.state.Snapshots, jobsVersion = v.snaps.export()
+	}
+	if cur == v.saved && v.state.SavedBeforeConfirm && jobsVersion == v.savedJobs {
 		return
 	}
 	v.state.ConfirmedLSN = formatLSN(cur)
@@ -85,5 +95,6 @@ func (v *saver) save(ctx context.Context) {
 	}
 	v.failingSince = time.Time{}
 	v.saved = cur
+	v.savedJobs = jobsVersion
 	v.pos.markSaved(cur)
 }

@@ -113,9 +113,10 @@ type slotSetup struct {
 //   - no state, no slot: create it (with the initial snapshot if asked);
 //   - no state, but history with another system at this address: the
 //     cluster was replaced, so follow OnSlotLost;
-//   - state of an unfinished creation or snapshot: the slot may have been
-//     created but its snapshot's rows not all acknowledged, so drop it and
-//     start over (read events repeat; no row is lost);
+//   - state of an unfinished creation, or of an initial snapshot left
+//     unfinished by a version that read it all at once: go on with the
+//     slot if it exists (its rows are read again in chunks), create it if
+//     not;
 //   - state with history and a usable slot at or behind the last position
 //     the bridge saved: stream from it. Behind on the same timeline (a
 //     stop whose last status update the server did not apply, or a server
@@ -191,9 +192,22 @@ func (s *Source) prepareSlot(ctx context.Context, su slotSetup) (slotPlan, error
 
 	case !state.streamed():
 		snapshot := state.Snapshot == SnapshotInitial
+		if usable {
+			// Nothing was confirmed from the slot before its snapshot was
+			// complete, so streaming from it loses nothing.
+			s.log.Warn("the previous start did not finish the slot's creation or initial snapshot: going on with the existing slot",
+				"snapshot", snapshot, "confirmed_flush_lsn", formatLSN(slot.confirmed))
+			if state.ConsistentPoint == "" {
+				state.ConsistentPoint = formatLSN(slot.confirmed)
+			}
+			state.SnapshotComplete = true
+			if snapshot && len(state.Snapshots) == 0 {
+				state.Snapshots = []*snapshotJob{newAllTablesJob("initial-" + hex16(slot.confirmed))}
+			}
+			return s.useSlot(ctx, su, slot, state)
+		}
 		if slot.exists {
-			s.log.Warn("the previous slot creation or initial snapshot did not finish: dropping the slot and starting over",
-				"snapshot", snapshot)
+			s.log.Warn("dropping the unusable slot an unfinished start left", "reason", slot.invalidated)
 			if err := dropSlot(ctx, su.conn, name); err != nil {
 				return slotPlan{}, err
 			}
@@ -315,9 +329,11 @@ func (s *Source) newState(ident identity, snapshot string) *slotState {
 }
 
 // createSlot records the intent, creates the slot and, with snapshot,
-// reads every published table in the slot's exported snapshot. The state
-// is saved before the slot exists, so a crash at any point leaves a record
-// that makes the next start drop the slot and begin again.
+// queues a snapshot of every published table: streaming starts at the
+// slot's consistent point at once, and the rows are read in chunks
+// meanwhile (chunks.go). The state is saved before the slot exists, so a
+// crash at any point leaves a record that makes the next start go on with
+// the slot.
 func (s *Source) createSlot(ctx context.Context, su slotSetup, snapshot bool) (slotPlan, error) {
 	mode := SnapshotNever
 	if snapshot {
@@ -331,7 +347,7 @@ func (s *Source) createSlot(ctx context.Context, su slotSetup, snapshot bool) (s
 	var res pglogrepl.CreateReplicationSlotResult
 	err := whileBlocked(s.heartbeat, func() error {
 		var err error
-		res, err = pglogrepl.ParseCreateReplicationSlot(su.conn.Exec(ctx, createSlotCommand(s.cfg.Slot, snapshot, su.failover)))
+		res, err = pglogrepl.ParseCreateReplicationSlot(su.conn.Exec(ctx, createSlotCommand(s.cfg.Slot, su.failover)))
 		return err
 	})
 	if err != nil {
@@ -343,28 +359,22 @@ func (s *Source) createSlot(ctx context.Context, su slotSetup, snapshot bool) (s
 		return slotPlan{}, fmt.Errorf("creating slot %s: consistent point: %w", s.cfg.Slot, err)
 	}
 	state.ConsistentPoint = formatLSN(cp)
-	s.log.Info("slot created", "consistent_point", state.ConsistentPoint)
-	if snapshot {
-		if err := su.st.save(ctx, state); err != nil {
-			return slotPlan{}, err
-		}
-		// Back-pressure can hold the snapshot in emit for long: that is a
-		// normal wait, so the heartbeat goes on meanwhile.
-		err := whileBlocked(s.heartbeat, func() error {
-			return s.readSnapshot(ctx, su.pool, res.SnapshotName, cp, su.source, su.pubs, su.emit)
-		})
-		if err != nil {
-			return slotPlan{}, err
-		}
-	}
 	state.SnapshotComplete = true
 	state.ConfirmedLSN = formatLSN(cp)
-	// Every read event is accepted: record it even when shutdown began
-	// meanwhile, or the next start would drop the slot and read it all again.
+	if snapshot {
+		state.Snapshots = []*snapshotJob{newAllTablesJob("initial-" + hex16(cp))}
+	}
+	// The slot exists: record it even when shutdown began meanwhile.
 	if err := su.st.save(context.WithoutCancel(ctx), state); err != nil {
 		return slotPlan{}, err
 	}
+	s.log.Info("slot created", "consistent_point", state.ConsistentPoint, "snapshot", mode)
 	return slotPlan{start: cp, state: state}, nil
+}
+
+// newAllTablesJob is a snapshot of every published table.
+func newAllTablesJob(id string) *snapshotJob {
+	return &snapshotJob{ID: id, Requested: nowText(), AllTables: true}
 }
 
 func dropSlot(ctx context.Context, conn *pgconn.PgConn, name string) error {

@@ -36,7 +36,7 @@ type Source struct {
 	degraded map[string]bool // reason -> sticky (kept across recoveries)
 	slotLag  int64
 	lagKnown bool
-	snap     *snapshotProgress
+	snaps    []SnapshotInfo // the session's snapshot jobs, for Status
 	pubs     []string
 	server   serverStatus
 }
@@ -239,6 +239,8 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 		s.degrade("failover slot unprotected (synchronized_standby_slots is empty)")
 	}
 
+	snaps := newSnapshots(s, plan.state.Snapshots)
+	snaps.publishStatus()
 	pos := newPositions(plan.start)
 	s.pos.Store(pos)
 	s.noteSession(pos)
@@ -255,7 +257,7 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 	}
 	sessCtx, stopSess := context.WithCancelCause(ctx)
 	defer stopSess(nil)
-	sv := &saver{src: s, st: st, state: plan.state, pos: pos, stop: stopSess, saved: pos.current()}
+	sv := &saver{src: s, st: st, state: plan.state, pos: pos, stop: stopSess, saved: pos.current(), snaps: snaps}
 	sess := &session{
 		conn: conn, pos: pos, q: newQueue(queueBytes), interval: interval,
 		heartbeat: s.heartbeat, log: s.log, metrics: s.m,
@@ -263,11 +265,19 @@ func (s *Source) activeSession(ctx context.Context, emit cdc.Emit) error {
 		onConfirm: func(lsn uint64) { s.m.confirmedLSN.Set(float64(lsn)) },
 		saveFinal: func() { sv.saveWithin(10 * time.Second) },
 	}
+	sess.dec.marks.wantKeepalive = &pos.wantKeepalive
+	sess.dec.onRequest = snaps.request
+	snaps.pool, snaps.source, snaps.pubs, snaps.q, snaps.save = pool, source, pubs, sess.q, sv.save
 	saveCtx, stopSave := context.WithCancel(context.WithoutCancel(ctx))
 	var saveWG sync.WaitGroup
 	saveWG.Go(func() { sv.loop(saveCtx) })
+	snapCtx, stopSnaps := context.WithCancel(sessCtx)
+	var snapWG sync.WaitGroup
+	snapWG.Go(func() { snaps.run(snapCtx) })
 	s.log.Info("streaming", "from", formatLSN(plan.start), "publications", pubs, "status_interval", interval)
 	err = sess.run(sessCtx, s.cfg.Slot, plan.start, pubs, srv.version)
+	stopSnaps()
+	snapWG.Wait()
 	stopSave()
 	saveWG.Wait()
 	if cause := context.Cause(sessCtx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {

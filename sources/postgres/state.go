@@ -23,15 +23,19 @@ type slotState struct {
 	// ConsistentPoint is the LSN the slot was created at ("X/X"); empty
 	// while the slot is being created.
 	ConsistentPoint string `json:"consistent_point"`
-	// Snapshot is how the slot started: "initial" (rows read from the
-	// exported snapshot), "never", or "adopted" (the slot existed before
-	// the bridge kept state for it).
+	// Snapshot is how the slot started: "initial" (existing rows read),
+	// "never", or "adopted" (the slot existed before the bridge kept state
+	// for it).
 	Snapshot string `json:"snapshot"`
-	// SnapshotComplete is true once every row of the initial snapshot was
-	// acknowledged (and for slots started without one). A restart that
-	// finds it false drops the slot and starts over.
-	SnapshotComplete bool   `json:"snapshot_complete"`
-	ConfirmedLSN     string `json:"confirmed_lsn,omitempty"`
+	// SnapshotComplete is true once the slot exists and its consistent
+	// point is recorded: streaming starts there at once, and the rows are
+	// read in chunks meanwhile (Snapshots). States written before chunked
+	// snapshots set it only once the initial snapshot was acknowledged; a
+	// restart that finds it false goes on with the existing slot.
+	SnapshotComplete bool `json:"snapshot_complete"`
+	// Snapshots are the snapshot jobs and their progress per table.
+	Snapshots    []*snapshotJob `json:"snapshots,omitempty"`
+	ConfirmedLSN string         `json:"confirmed_lsn,omitempty"`
 	// SavedBeforeConfirm is set once ConfirmedLSN is saved before the
 	// server is told (states written since that rule): the slot can then
 	// never be ahead of ConfirmedLSN unless something else moved it.

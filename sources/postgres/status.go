@@ -10,11 +10,11 @@ type Status struct {
 	Slot         string   `json:"slot"`
 	Publications []string `json:"publications,omitempty"`
 	serverStatus
-	ConfirmedLSN  string            `json:"confirmed_lsn,omitempty"`
-	SlotLagBytes  *int64            `json:"slot_lag_bytes,omitempty"`
-	PendingEvents int               `json:"pending_events"`
-	Snapshot      *snapshotProgress `json:"snapshot,omitempty"`
-	Degraded      []string          `json:"degraded"`
+	ConfirmedLSN  string         `json:"confirmed_lsn,omitempty"`
+	SlotLagBytes  *int64         `json:"slot_lag_bytes,omitempty"`
+	PendingEvents int            `json:"pending_events"`
+	Snapshots     []SnapshotInfo `json:"snapshots,omitempty"`
+	Degraded      []string       `json:"degraded"`
 }
 
 // Status returns a snapshot of the source's state (JSON-marshalable).
@@ -28,10 +28,7 @@ func (s *Source) Status() any {
 		lag := s.slotLag
 		st.SlotLagBytes = &lag
 	}
-	if s.snap != nil {
-		p := *s.snap
-		st.Snapshot = &p
-	}
+	st.Snapshots = slices.Clone(s.snaps)
 	for r := range s.degraded {
 		st.Degraded = append(st.Degraded, r)
 	}

@@ -58,6 +58,10 @@ type session struct {
 // would repeat a growing backlog on every restart.
 const progressInterval = time.Second
 
+// keepalivePing is how often the receiver asks for a keepalive while a
+// snapshot chunk waits for its high mark.
+const keepalivePing = 20 * time.Millisecond
+
 // startArgs are pgoutput's options: protocol 1 on every version, the
 // publications, and logical decoding messages (14+, which every supported
 // server is). Protocol 1 carries all the bridge emits, 18's stored
@@ -124,11 +128,14 @@ func (s *session) decode(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if it.data == nil {
-			s.dec.keepalive(it.walEnd)
-			continue
+		if it.ctl != nil {
+			err = it.ctl(ctx, s.dec)
+		} else if it.data == nil {
+			err = s.dec.keepalive(ctx, it.walEnd)
+		} else {
+			err = s.dec.handle(ctx, it.data, it.serverTime)
 		}
-		if err := s.dec.handle(ctx, it.data, it.serverTime); err != nil {
+		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -153,9 +160,18 @@ func (s *session) receive(ctx context.Context) error {
 	lastHeard := now
 	nextStatus := now
 	nextProgress := now.Add(progressInterval)
-	var deadline time.Time
+	var deadline, nextPing time.Time
 	for {
 		s.heartbeat()
+		pinging := s.pos.wantKeepalive.Load()
+		if pinging && !now.Before(nextPing) {
+			// The answer is a keepalive with the server's send position,
+			// which tells the decoder how far the stream has come.
+			if err := s.sendStatus(true); err != nil {
+				return err
+			}
+			nextPing = now.Add(keepalivePing)
+		}
 		if !now.Before(nextStatus) {
 			if err := s.sendStatus(true); err != nil {
 				return err
@@ -174,6 +190,9 @@ func (s *session) receive(ctx context.Context) error {
 			deadline = now.Add(time.Second)
 			if nextStatus.Before(deadline) {
 				deadline = nextStatus
+			}
+			if pinging && nextPing.Before(deadline) {
+				deadline = nextPing
 			}
 			_ = nc.SetReadDeadline(deadline)
 			if ctx.Err() != nil {
