@@ -43,6 +43,8 @@ import (
 type Store struct {
 	path string
 	lock *os.File
+	// readOnly: opened by OpenReadOnly, without the lock.
+	readOnly bool
 
 	mu     sync.Mutex
 	want   map[string]entry // latest saved by callers, durable or not yet
@@ -81,6 +83,20 @@ func Open(path string) (*Store, error) {
 	s.want = entries
 	s.durable = entries
 	s.removeLeftovers()
+	return s, nil
+}
+
+// OpenReadOnly loads the document at path for reading only, without the
+// lock: a running bridge may hold it (its writes replace the file whole,
+// so a reader never sees half of one). Save and Delete fail. For commands
+// that show what a running bridge saved.
+func OpenReadOnly(path string) (*Store, error) {
+	s := &Store{path: filepath.Clean(path), readOnly: true}
+	entries, err := s.load()
+	if err != nil {
+		return nil, err
+	}
+	s.want, s.durable = entries, entries
 	return s, nil
 }
 
@@ -160,10 +176,15 @@ func (s *Store) Keys(ctx context.Context, scope string) ([]string, error) {
 
 var errClosed = errors.New("checkpoint file: store is closed")
 
+var errReadOnly = errors.New("checkpoint file: opened read-only")
+
 // Save stores c under key and returns once it is on disk. A position that
 // sorts before the stored one is refused with checkpoint.ErrStale; an equal
 // one replaces the data.
 func (s *Store) Save(ctx context.Context, key string, c checkpoint.Checkpoint) error {
+	if s.readOnly {
+		return errReadOnly
+	}
 	if key == "" {
 		return errors.New("checkpoint file: empty key")
 	}
@@ -204,6 +225,9 @@ func (s *Store) Save(ctx context.Context, key string, c checkpoint.Checkpoint) e
 // on disk. Sources use it to forget positions that can never be read again
 // (a DynamoDB shard that aged out of its stream), so the file stays small.
 func (s *Store) Delete(ctx context.Context, key string) error {
+	if s.readOnly {
+		return errReadOnly
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -267,6 +291,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.lock == nil {
+		return nil
+	}
 	return s.lock.Close()
 }
 

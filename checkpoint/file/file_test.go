@@ -311,3 +311,29 @@ func BenchmarkSave(b *testing.B) {
 		}
 	}
 }
+
+// A read-only store reads what the process holding the file saved, while
+// it holds it, and refuses to write.
+func TestOpenReadOnlyBesideTheOwner(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "checkpoints.json")
+	owner := openT(t, path)
+	if err := owner.Save(ctx, "k", checkpoint.Checkpoint{Position: "01", Data: []byte(`{"a":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := OpenReadOnly(path)
+	if err != nil {
+		t.Fatalf("OpenReadOnly while the owner holds the file: %v", err)
+	}
+	defer ro.Close()
+	c, err := ro.Load(ctx, "k")
+	if err != nil || c.Position != "01" || string(c.Data) != `{"a":1}` {
+		t.Fatalf("Load = %+v, %v", c, err)
+	}
+	if err := ro.Save(ctx, "k", checkpoint.Checkpoint{Position: "02"}); err == nil {
+		t.Fatal("Save on a read-only store succeeded")
+	}
+	if err := owner.Save(ctx, "k", checkpoint.Checkpoint{Position: "03"}); err != nil {
+		t.Fatalf("the owner cannot save after a reader opened the file: %v", err)
+	}
+}

@@ -25,13 +25,19 @@ import (
 	pgsource "github.com/cdcbridge/cdcbridge/sources/postgres"
 )
 
-// openStore opens the configured checkpoint store.
-func openStore(ctx context.Context, cfg *Config, awsCfg aws.Config) (checkpoint.Store, error) {
+// openStore opens the configured checkpoint store; readOnly opens a file
+// store without taking it from a running bridge (for commands that show
+// what it saved).
+func openStore(ctx context.Context, cfg *Config, awsCfg aws.Config, readOnly bool) (checkpoint.Store, error) {
 	var store checkpoint.Store
 	var err error
 	switch cfg.Store.Scheme {
 	case "file":
-		store, err = filestore.Open(cfg.Store.Target)
+		if readOnly {
+			store, err = filestore.OpenReadOnly(cfg.Store.Target)
+		} else {
+			store, err = filestore.Open(cfg.Store.Target)
+		}
 	case "dynamodb":
 		store, err = ddbstore.Open(ctx, dynamodb.NewFromConfig(awsCfg), cfg.Store.Target)
 	default:
@@ -57,7 +63,7 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 		return nil, err
 	}
 
-	store, err := openStore(ctx, cfg, awsCfg)
+	store, err := openStore(ctx, cfg, awsCfg, false)
 	if err != nil {
 		return fail(err)
 	}

@@ -41,6 +41,14 @@ type PGWorkload struct {
 	MaxTxOps    int        // most changes in a small transaction (default 5)
 	Rand        *rand.Rand // the seeded source of every decision
 	Log         *verify.Log
+	// ExistingShare is the share of a small transaction's changes on the
+	// rows Populate put in the table before the bridge started, and
+	// RekeyProb the chance that such a change moves its row to a new key
+	// (an UPDATE of the primary key).
+	ExistingShare float64
+	RekeyProb     float64
+
+	existing []int64 // ids Populate inserted
 
 	budget    atomic.Int64
 	committed atomic.Int64
@@ -109,10 +117,43 @@ type pgRow struct {
 }
 
 type pgOp struct {
-	op  string // insert, update, delete
-	id  int64
-	ver int64
-	pad string
+	op    string // insert, update, delete, rekey
+	id    int64
+	ver   int64 // rekey: the moved row's new version (the old key is deleted at ver-1)
+	pad   string
+	newID int64 // rekey: the row's new key
+}
+
+// existingBase is where Populate's ids start: above every id the workers
+// make, so the workers' new rows sort before them.
+const existingBase = int64(1) << 40
+
+func existingPad(id int64) string { return fmt.Sprintf("pre-%d", id) }
+
+// Populate inserts n rows (version 0) before the bridge starts and logs
+// them as existing. include tells which of them the consumer's copy must
+// hold at the end (nil: all): a snapshot with a condition reads only some.
+func (w *PGWorkload) Populate(ctx context.Context, n int, include func(id int64) bool) error {
+	conn, err := pgx.Connect(ctx, w.URL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `INSERT INTO items (id, ver, pad) SELECT $1::bigint + g, 0, 'pre-' || ($1::bigint + g) FROM generate_series(1, $2::int) g`, existingBase, n); err != nil {
+		return fmt.Errorf("populating: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `ANALYZE items`); err != nil {
+		return err
+	}
+	for g := int64(1); g <= int64(n); g++ {
+		id := existingBase + g
+		w.existing = append(w.existing, id)
+		w.Log.AddExisting(verify.Change{Table: pgTable, Key: pgKey(id), Op: "read", Ver: 0, Digest: verify.PayloadDigest(existingPad(id))})
+		if include == nil || include(id) {
+			w.touched.Store(id, struct{}{})
+		}
+	}
+	return nil
 }
 
 func (w *PGWorkload) worker(ctx context.Context, me int, rng *rand.Rand) error {
@@ -123,6 +164,13 @@ func (w *PGWorkload) worker(ctx context.Context, me int, rng *rand.Rand) error {
 		id := int64(w.HotRows) + 1 + nextCold*int64(w.Workers) + int64(me)
 		nextCold++
 		return id
+	}
+	var existing []int64
+	for _, id := range w.existing {
+		if id%int64(w.Workers) == int64(me) {
+			existing = append(existing, id)
+			rows[id] = &pgRow{ver: 0, exists: true}
+		}
 	}
 	var hot []int64
 	for id := int64(1); id <= int64(w.HotRows); id++ {
@@ -182,9 +230,22 @@ func (w *PGWorkload) worker(ctx context.Context, me int, rng *rand.Rand) error {
 			for range 1 + rng.IntN(w.MaxTxOps) {
 				var id int64
 				switch x := rng.Float64(); {
-				case x < w.HotShare && len(hot) > 0:
+				case x < w.ExistingShare && len(existing) > 0:
+					id = existing[rng.IntN(len(existing))]
+					if _, busy := pending[id]; busy {
+						continue
+					}
+					if r := get(id); r.exists && rng.Float64() < w.RekeyProb {
+						to := newCold()
+						o := pgOp{op: "rekey", id: id, newID: to, ver: r.ver + 1, pad: randText(rng, 16+rng.IntN(200))}
+						pending[id] = pgRow{ver: r.ver, exists: false}
+						pending[to] = pgRow{ver: o.ver, exists: true}
+						ops = append(ops, o)
+						continue
+					}
+				case x < w.ExistingShare+w.HotShare && len(hot) > 0:
 					id = hot[rng.IntN(len(hot))]
-				case x < w.HotShare+(1-w.HotShare)*0.42 || len(cold) == 0:
+				case x < w.ExistingShare+w.HotShare+(1-w.HotShare-w.ExistingShare)*0.42 || len(cold) == 0:
 					id = newCold()
 				default:
 					id = cold[rng.IntN(len(cold))]
@@ -211,6 +272,11 @@ func (w *PGWorkload) worker(ctx context.Context, me int, rng *rand.Rand) error {
 			}
 		}
 		changes := len(ops) + len(bulk) + len(bulk)/2
+		for _, o := range ops {
+			if o.op == "rekey" {
+				changes++ // a delete and an insert
+			}
+		}
 		w.budget.Add(-int64(changes))
 		n := w.nextTx.Add(1)
 
@@ -270,6 +336,15 @@ func (w *PGWorkload) worker(ctx context.Context, me int, rng *rand.Rand) error {
 		// Committed: log it and apply it.
 		var log []verify.Change
 		for _, o := range ops {
+			if o.op == "rekey" {
+				log = append(log,
+					verify.Change{Table: pgTable, Key: pgKey(o.id), Op: "delete", Ver: o.ver - 1},
+					verify.Change{Table: pgTable, Key: pgKey(o.newID), Op: "insert", Ver: o.ver, Digest: verify.PayloadDigest(o.pad)})
+				w.touched.Store(o.id, struct{}{})
+				w.touched.Store(o.newID, struct{}{})
+				cold = append(cold, o.newID)
+				continue
+			}
 			c := verify.Change{Table: pgTable, Key: pgKey(o.id), Op: o.op, Ver: o.ver}
 			if o.op != "delete" {
 				c.Digest = verify.PayloadDigest(o.pad)
@@ -325,6 +400,8 @@ func (w *PGWorkload) exec(ctx context.Context, conn *pgx.Conn, n int64, ops []pg
 			_, err = tx.Exec(ctx, `UPDATE items SET ver = $2, pad = $3 WHERE id = $1`, o.id, o.ver, o.pad)
 		case "delete":
 			_, err = tx.Exec(ctx, `DELETE FROM items WHERE id = $1`, o.id)
+		case "rekey":
+			_, err = tx.Exec(ctx, `UPDATE items SET id = $4, ver = $2, pad = $3 WHERE id = $1`, o.id, o.ver, o.pad, o.newID)
 		}
 		if err != nil {
 			return false, fmt.Errorf("%s %d: %w", o.op, o.id, err)

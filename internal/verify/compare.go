@@ -31,6 +31,11 @@ type Result struct {
 	ContentMismatch int // payloads that differ from what was written
 	StateMismatch   int // rows whose last change on the stream is not their final state
 
+	// Reads counts read events (first occurrences of their ids);
+	// ReadRows the rows they cover. Reads - ReadRows is how many rows
+	// were read again (after a crash, under a new id).
+	Reads, ReadRows int
+
 	Placeholders          int // placeholders on the stream (first occurrences)
 	PlaceholdersUnmatched int // placeholders without a matching dead-letter entry
 	DeadLettered          int // dead-letter entries read
@@ -90,9 +95,19 @@ func Compare(recs []Record, log *Log, dlq *DLQ) Result {
 	changes := log.Changes()
 	res.Written = len(changes)
 	want := make(map[string]Change, len(changes))
+	versions := map[string]Change{} // row and version -> a change that made it, for reads
 	for _, c := range changes {
 		want[c.id()] = c
+		if c.Op != "delete" {
+			versions[fmt.Sprintf("%s %d", c.row(), c.Ver)] = c
+		}
 	}
+	log.mu.Lock()
+	for _, c := range log.existing {
+		versions[fmt.Sprintf("%s %d", c.row(), c.Ver)] = c
+	}
+	log.mu.Unlock()
+	readRows := map[string]bool{}
 	if dlq != nil {
 		res.DeadLettered = len(dlq.Entries)
 	}
@@ -150,6 +165,33 @@ func Compare(recs []Record, log *Log, dlq *DLQ) Result {
 			sample("unexpected", "%v", err)
 			continue
 		}
+		if c.Op == "read" {
+			// A read is a row as some committed change (or the table
+			// before the stream) left it. It may come again after a crash,
+			// under a new id; it must never follow a change of its row
+			// that it does not reflect.
+			res.Reads++
+			readRows[c.row()] = true
+			v, ok := versions[fmt.Sprintf("%s %d", c.row(), c.Ver)]
+			if !ok {
+				res.Unexpected++
+				sample("unexpected", "read %s: version %d of %s was never written", e.ID, c.Ver, c.row())
+				continue
+			}
+			if v.Digest != "" && digest != "" && v.Digest != digest {
+				res.ContentMismatch++
+				sample("content", "read %s: payload digest %s, written %s", e.ID, digest, v.Digest)
+			}
+			row := c.row()
+			if m, ok := maxRank[row]; ok && c.rank() < m {
+				res.OrderViolations++
+				sample("order", "read %s of %s after version rank %d: older than a change already delivered", e.ID, c.id(), m)
+			} else {
+				maxRank[row] = c.rank()
+				lastChange[row] = c
+			}
+			continue
+		}
 		w, ok := want[c.id()]
 		if !ok {
 			res.Unexpected++
@@ -184,6 +226,7 @@ func Compare(recs []Record, log *Log, dlq *DLQ) Result {
 		}
 	}
 	res.Delivered = len(deliveredBy)
+	res.ReadRows = len(readRows)
 	res.Missing = res.Written - res.Delivered
 	if res.Missing > 0 {
 		var missing []string

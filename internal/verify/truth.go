@@ -50,9 +50,10 @@ type Log struct {
 	// (or DynamoDB attributes); defaults "ver" and "pad".
 	VerColumn, PayloadColumn string
 
-	mu      sync.Mutex
-	changes []Change
-	final   map[string]int64 // row -> version; absent rows -1
+	mu       sync.Mutex
+	changes  []Change
+	existing []Change         // rows (Op "read") that were in the table before the stream began
+	final    map[string]int64 // row -> version; absent rows -1
 	ignore  map[string]bool  // tables whose events Compare leaves alone
 }
 
@@ -79,6 +80,15 @@ func (l *Log) ignored(table string) bool {
 func (l *Log) Add(c ...Change) {
 	l.mu.Lock()
 	l.changes = append(l.changes, c...)
+	l.mu.Unlock()
+}
+
+// AddExisting records rows that were in the table before the bridge
+// started (their Op is ignored): a read event may carry one of them, or
+// any version a committed change gave a row.
+func (l *Log) AddExisting(c ...Change) {
+	l.mu.Lock()
+	l.existing = append(l.existing, c...)
 	l.mu.Unlock()
 }
 
