@@ -54,7 +54,7 @@ type Log struct {
 	changes  []Change
 	existing []Change         // rows (Op "read") that were in the table before the stream began
 	final    map[string]int64 // row -> version; absent rows -1
-	ignore  map[string]bool  // tables whose events Compare leaves alone
+	ignore   map[string]bool  // tables whose events Compare leaves alone
 }
 
 // Ignore makes Compare pass over the events of tables (subjects) that the
