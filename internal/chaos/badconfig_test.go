@@ -64,7 +64,7 @@ func TestBadConfig(t *testing.T) {
 		{"POSTGRES_SLOT", "Bad-Slot", nil}, {"POSTGRES_SLOT", strings.Repeat("s", 64), nil}, {"POSTGRES_SLOT", "slot;drop", nil},
 		{"POSTGRES_PUBLICATION", "1pub", nil}, {"POSTGRES_PUBLICATION", "bad-name", nil}, {"POSTGRES_PUBLICATION", strings.Repeat("p", 64), nil},
 		{"POSTGRES_TABLES", "items", nil}, {"POSTGRES_TABLES", "public.items,public.bad table", nil}, {"POSTGRES_TABLES", "a.b.c", nil},
-		{"POSTGRES_SNAPSHOT", "sometimes", nil}, {"POSTGRES_ON_SLOT_LOST", "ignore", nil},
+		{"POSTGRES_SNAPSHOT", "sometimes", nil}, {"POSTGRES_SNAPSHOT_CHUNK_ROWS", "0", nil}, {"POSTGRES_ON_SLOT_LOST", "ignore", nil},
 		{"POSTGRES_FAILOVER", "yes", nil}, {"POSTGRES_STANDBY_URLS", "standby.internal:5432", nil},
 		{"POSTGRES_STANDBY_URLS", "postgres://u:p@[::1/db", nil},
 		{"DYNAMODB_TABLE", "", map[string]string{"CDCBRIDGE_SOURCE": "dynamodb"}},
