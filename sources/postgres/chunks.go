@@ -115,10 +115,6 @@ func (r *snapshots) export() ([]*snapshotJob, uint64) {
 	defer r.mu.Unlock()
 	out := make([]*snapshotJob, 0, len(r.jobs))
 	for _, j := range r.jobs {
-		// Keep finished jobs for --status, but not for ever.
-		if j.finished() && len(r.jobs)-len(out) > 20 {
-			continue
-		}
 		out = append(out, j.clone())
 	}
 	return out, r.version
@@ -192,7 +188,34 @@ func (r *snapshots) next() (*snapshotJob, *snapTableState) {
 		r.version++
 		r.s.log.Info("snapshot: finished", "id", j.ID, "summary", j.summary())
 	}
+	r.pruneFinished()
 	return nil, nil
+}
+
+// keptFinished is how many finished jobs the state keeps for --status.
+const keptFinished = 20
+
+// pruneFinished forgets the oldest finished jobs beyond keptFinished.
+// Called with r.mu held.
+func (r *snapshots) pruneFinished() {
+	finished := 0
+	for _, j := range r.jobs {
+		if j.finished() {
+			finished++
+		}
+	}
+	if finished <= keptFinished {
+		return
+	}
+	drop := finished - keptFinished
+	r.jobs = slices.DeleteFunc(r.jobs, func(j *snapshotJob) bool {
+		if drop > 0 && j.finished() {
+			drop--
+			return true
+		}
+		return false
+	})
+	r.version++
 }
 
 func (j *snapshotJob) summary() string {
@@ -361,11 +384,9 @@ func (r *snapshots) tableQuery(ctx context.Context, t snapTable, rel *relation, 
 	if where != "" {
 		conds = append(conds, "("+where+")")
 	}
-	var keys, params, order []string
+	var keys, params []string
 	for n, i := range rel.keyIdx {
-		k := quoteIdent(rel.cols[i].name)
-		keys = append(keys, k)
-		order = append(order, k)
+		keys = append(keys, quoteIdent(rel.cols[i].name))
 		params = append(params, fmt.Sprintf("$%d::%s", n+1, keyTypes[n]))
 	}
 	build := func(after bool, limitParam int) string {
@@ -377,7 +398,7 @@ func (r *snapshots) tableQuery(ctx context.Context, t snapTable, rel *relation, 
 		if len(c) > 0 {
 			q += " WHERE " + strings.Join(c, " AND ")
 		}
-		return q + " ORDER BY " + strings.Join(order, ", ") + fmt.Sprintf(" LIMIT $%d", limitParam)
+		return q + " ORDER BY " + strings.Join(keys, ", ") + fmt.Sprintf(" LIMIT $%d", limitParam)
 	}
 	return &tableQuery{rel: rel, first: build(false, 1), next: build(true, len(keys)+1)}, nil
 }
