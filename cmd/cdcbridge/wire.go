@@ -87,6 +87,7 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 		pc := cfg.Postgres
 		pc.Heartbeat = h.heartbeat("postgres source")
 		pc.Fence = gate
+		pc.Budget = producer
 		src, err := pgsource.New(pc, store, reg, log.With("component", "postgres"))
 		if err != nil {
 			return fail(fmt.Errorf("postgres source: %w", err))

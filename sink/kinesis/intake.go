@@ -19,7 +19,7 @@ type intake struct {
 	mu         sync.Mutex
 	usedBytes  int64 // the records'
 	usedEvents int
-	heldBytes  int64         // request bodies and aggregates of requests in flight
+	heldBytes  int64         // request bodies and aggregates of requests in flight, and reservations
 	queue      []*record     // Put since the loop last took them
 	space      chan struct{} // closed when budget is released; nil when nobody waits
 	epoch      uint64        // flush epoch of new events
@@ -151,6 +151,40 @@ func (in *intake) unhold(n int64) {
 		in.space = nil
 	}
 	in.mu.Unlock()
+}
+
+// reserve charges n bytes of a source's memory (rows it holds before it
+// emits them) to the budget, waiting while records, request bodies and
+// other reservations fill it; it is admitted when nothing else is in the
+// budget. unreserve returns them.
+func (in *intake) reserve(ctx context.Context, n int64) error {
+	in.mu.Lock()
+	for in.usedEvents > 0 || in.heldBytes > 0 {
+		if in.usedBytes+in.heldBytes+n <= in.maxBytes {
+			break
+		}
+		if in.stopped {
+			in.mu.Unlock()
+			return ErrClosed
+		}
+		ch := in.space
+		if ch == nil {
+			ch = make(chan struct{})
+			in.space = ch
+		}
+		in.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-in.fatal.done:
+			return in.fatal.err
+		}
+		in.mu.Lock()
+	}
+	in.heldBytes += n
+	in.mu.Unlock()
+	return nil
 }
 
 // flush closes the current epoch and waits until it and every earlier

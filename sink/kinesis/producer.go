@@ -124,6 +124,24 @@ func (p *Producer) Put(ctx context.Context, e *cdc.Event) error {
 	return p.in.admit(ctx, r)
 }
 
+// Reserve charges n bytes that the caller holds for events it will Put
+// later (a snapshot chunk waiting for its place in the stream) to the
+// in-flight budget, waiting while the budget is used up; Unreserve returns
+// them. Put waits while records and reservations fill the budget
+// together.
+func (p *Producer) Reserve(ctx context.Context, n int64) error {
+	if err := p.fatal.get(); err != nil {
+		return err
+	}
+	return p.in.reserve(ctx, n)
+}
+
+// Unreserve returns bytes charged by Reserve.
+func (p *Producer) Unreserve(n int64) { p.in.unhold(n) }
+
+// InFlightBudget is the in-flight budget in bytes (MaxInFlightBytes).
+func (p *Producer) InFlightBudget() int64 { return p.in.maxBytes }
+
 // Flush waits until every event Put before the call is acknowledged,
 // sending without waiting for the linger meanwhile. It returns early with
 // the producer's fatal error, ErrClosed, or ctx's error.

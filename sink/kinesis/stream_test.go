@@ -212,6 +212,45 @@ func TestBudgetBoundsInflight(t *testing.T) {
 	}
 }
 
+// Reservations share the byte budget with records: Put waits while a
+// reservation fills it, a reservation waits while records do, and each
+// goes on once the other is returned.
+func TestReserveSharesBudget(t *testing.T) {
+	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Keep: true}, cfg: Config{MaxInFlightBytes: 64 << 10, RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond}})
+	h.start()
+	if got := h.p.InFlightBudget(); got != 64<<10 {
+		t.Fatalf("InFlightBudget() = %d, want %d", got, 64<<10)
+	}
+	ctx := context.Background()
+	wait := func(what string, f func(context.Context) error) {
+		t.Helper()
+		short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		if err := f(short); err != context.DeadlineExceeded {
+			t.Fatalf("%s: %v, want to wait", what, err)
+		}
+	}
+	// Every entry is throttled: what is Put stays in flight. (An event is
+	// admitted whatever is reserved when nothing is in flight: the
+	// reservation's holder may be waiting for events to go out.)
+	h.fake.SetFaults(kinesisfake.Faults{ThrottleEntries: 1})
+	if err := h.p.Reserve(ctx, 60<<10); err != nil {
+		t.Fatal(err)
+	}
+	h.putKeys(1, 1, 10) // fits beside it
+	wait("Put beside a reservation filling the budget", func(ctx context.Context) error { return h.put(ctx, h.event("big", 8<<10)) })
+	h.p.Unreserve(60 << 10)
+	h.putKeys(5, 5, 8<<10) // 48 KiB in flight in all
+	wait("Reserve while records fill the budget", func(ctx context.Context) error { return h.p.Reserve(ctx, 40<<10) })
+	h.fake.SetFaults(kinesisfake.Faults{})
+	if err := h.p.Reserve(ctx, 40<<10); err != nil { // once they are accepted
+		t.Fatal(err)
+	}
+	h.p.Unreserve(40 << 10)
+	h.flush(10 * time.Second)
+	h.checkAcks()
+}
+
 func TestFlushWaitsForAcks(t *testing.T) {
 	h := newHarness(t, harnessOpts{fake: kinesisfake.Options{Keep: true}, cfg: Config{Linger: time.Hour}})
 	h.start()

@@ -17,9 +17,39 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// chunkBytes bounds a chunk's rows (their text), whatever their size: a
-// chunk of large rows has fewer than SnapshotChunkRows.
+// chunkBytes bounds the memory of a chunk's read events, whatever the
+// size of its rows: a chunk of large rows has fewer than
+// SnapshotChunkRows. With a sink budget, a chunk's memory counts in it
+// from before it is read until its events are in the sink (where they
+// count as records), and takes at most a quarter of it: at most two
+// chunks are held at once, one on its way out and one read ahead.
 const chunkBytes = 8 << 20
+
+// eventOverhead is what a read event takes beside its images: the event,
+// its strings and its entry in the chunk's index.
+const eventOverhead = 320
+
+// chunkCap is the most memory a chunk may take.
+func (r *snapshots) chunkCap() int64 {
+	c := int64(chunkBytes)
+	if b := r.s.cfg.Budget; b != nil {
+		c = min(c, max(b.InFlightBudget()/4, 64<<10))
+	}
+	return c
+}
+
+func (r *snapshots) reserve(ctx context.Context, n int64) error {
+	if b := r.s.cfg.Budget; b != nil && n > 0 {
+		return b.Reserve(ctx, n)
+	}
+	return nil
+}
+
+func (r *snapshots) unreserve(n int64) {
+	if b := r.s.cfg.Budget; b != nil && n > 0 {
+		b.Unreserve(n)
+	}
+}
 
 // Table states in a snapshot job.
 const (
@@ -329,6 +359,10 @@ func (r *snapshots) runTable(ctx context.Context, job *snapshotJob, ts *snapTabl
 			"give it a primary key (or REPLICA IDENTITY USING INDEX on a unique index)")
 		return nil
 	}
+	if err := checkWhere(job.Where); err != nil {
+		r.refuse(job, ts, err.Error())
+		return nil
+	}
 	tq, err := r.tableQuery(ctx, t, rel, job.Where)
 	if err != nil {
 		return err
@@ -412,7 +446,17 @@ func (r *snapshots) readChunks(ctx context.Context, job *snapshotJob, ts *snapTa
 	from := slices.Clone(ts.LastKey)
 	r.mu.Unlock()
 	limit := r.s.cfg.SnapshotChunkRows
-	var prev *chunkRun
+	capBytes := r.chunkCap()
+	var prev, cur *chunkRun
+	// The budget of a chunk that does not go out (an error, a cancel) is
+	// returned here; release is idempotent.
+	defer func() {
+		for _, c := range []*chunkRun{prev, cur} {
+			if c != nil {
+				c.release()
+			}
+		}
+	}()
 	last := false // the table's last chunk has been read
 	for {
 		if r.isCancelled(job) {
@@ -424,13 +468,13 @@ func (r *snapshots) readChunks(ctx context.Context, job *snapshotJob, ts *snapTa
 			return nil
 		}
 		var w *window
-		var cur *chunkRun
+		cur = nil
 		if !last {
 			var err error
 			if w, err = r.openWindow(ctx, tq.rel.id); err != nil {
 				return err
 			}
-			if cur, err = r.readChunk(ctx, tq, from, limit); err != nil {
+			if cur, err = r.readChunk(ctx, tq, from, limit, capBytes); err != nil {
 				r.discardWindow(ctx, w)
 				return err
 			}
@@ -444,6 +488,7 @@ func (r *snapshots) readChunks(ctx context.Context, job *snapshotJob, ts *snapTa
 				// Read the previous chunk again; this one came after it.
 				if w != nil {
 					r.discardWindow(ctx, w)
+					cur.release()
 				}
 				from, prev, last = prev.from, nil, false
 				continue
@@ -461,17 +506,18 @@ func (r *snapshots) readChunks(ctx context.Context, job *snapshotJob, ts *snapTa
 		if cur == nil {
 			break
 		}
-		if err := r.control(ctx, func(ctx context.Context, d *decoder) error { return d.chunkArrived(ctx, w, cur.chunk) }); err != nil {
+		c := cur.chunk // cur changes before the decoder runs this
+		if err := r.control(ctx, func(ctx context.Context, d *decoder) error { return d.chunkArrived(ctx, w, c) }); err != nil {
 			return err
 		}
 		prev = cur
-		if cur.rows < limit {
+		if cur.rows < limit && !cur.cut {
 			last = true
 			continue
 		}
 		from = cur.last
-		if cur.bytes > 0 {
-			limit = min(max(chunkBytes/(cur.bytes/cur.rows+1), 1), r.s.cfg.SnapshotChunkRows)
+		if cur.rows > 0 {
+			limit = int(min(max(capBytes/(cur.mem/int64(cur.rows)+1), 1), int64(r.s.cfg.SnapshotChunkRows)))
 		}
 	}
 	r.update(func() { ts.State, ts.Finished = tableDone, nowText() })
@@ -518,13 +564,23 @@ type chunkRun struct {
 	from  [][]byte // the key it was read after (nil: the table's start)
 	last  [][]byte // its last row's key
 	rows  int      // rows read (before any were dropped)
-	bytes int
+	mem   int64    // memory of its events
+	cut   bool     // it ended at capBytes, not at the limit or the table's end
 	read  time.Time
+	// reserved is what it holds of the sink's budget until release.
+	reserved atomic.Int64
+	r        *snapshots
 	// pending: rows not yet accepted or dropped, plus 1 until the
 	// decoder is done with the chunk.
 	pending atomic.Int64
 	emitted int
 	result  chan chunkResult
+}
+
+// release returns the chunk's part of the sink's budget: once its
+// events are in the sink, or when it does not go out.
+func (c *chunkRun) release() {
+	c.r.unreserve(c.reserved.Swap(0))
 }
 
 type chunkResult struct {
@@ -554,27 +610,45 @@ func (c *chunkRun) wait(ctx context.Context) (chunkResult, error) {
 const markQuery = `SELECT pg_catalog.pg_current_snapshot()::text,
 	(CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_insert_lsn() END)::text`
 
-// readChunk reads the rows after from, at most limit, in a transaction of
-// its own, and builds them into read events placed at the chunk's high
-// mark.
-func (r *snapshots) readChunk(ctx context.Context, tq *tableQuery, from [][]byte, limit int) (*chunkRun, error) {
+// readChunk reads the rows after from, at most limit and at most
+// capBytes of events, in a transaction of its own, and builds them into
+// read events placed at the chunk's high mark. It reserves capBytes of the
+// sink's budget first, and keeps what the events take.
+func (r *snapshots) readChunk(ctx context.Context, tq *tableQuery, from [][]byte, limit int, capBytes int64) (*chunkRun, error) {
 	rel := tq.rel
 	conn := r.conn
-	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
-		return nil, fmt.Errorf("snapshot of %s: %w", rel.qualified, err)
-	}
-	run, err := r.queryChunk(ctx, tq, from, limit)
-	if err != nil {
-		_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+	if err := r.reserve(ctx, capBytes); err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
-		return nil, fmt.Errorf("snapshot of %s: %w", rel.qualified, err)
+	run, err := r.queryChunk(ctx, tq, from, limit, capBytes)
+	if err == nil {
+		if _, err = conn.Exec(ctx, "COMMIT"); err != nil {
+			err = fmt.Errorf("snapshot of %s: %w", rel.qualified, err)
+		}
 	}
+	if err != nil {
+		r.unreserve(capBytes)
+		if conn.PgConn().TxStatus() != 'I' {
+			_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+		return nil, err
+	}
+	// A single row larger than the rest of the cap is read whole; its
+	// excess is charged once it is known.
+	if run.mem < capBytes {
+		r.unreserve(capBytes - run.mem)
+	} else if err := r.reserve(ctx, run.mem-capBytes); err != nil {
+		r.unreserve(capBytes)
+		return nil, err
+	}
+	run.reserved.Store(run.mem)
 	return run, nil
 }
 
-func (r *snapshots) queryChunk(ctx context.Context, tq *tableQuery, from [][]byte, limit int) (*chunkRun, error) {
+func (r *snapshots) queryChunk(ctx context.Context, tq *tableQuery, from [][]byte, limit int, capBytes int64) (*chunkRun, error) {
+	if _, err := r.conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		return nil, fmt.Errorf("snapshot of %s: %w", tq.rel.qualified, err)
+	}
 	rel := tq.rel
 	var snapText, lsnText string
 	if err := r.conn.QueryRow(ctx, markQuery).Scan(&snapText, &lsnText); err != nil {
@@ -594,9 +668,10 @@ func (r *snapshots) queryChunk(ctx context.Context, tq *tableQuery, from [][]byt
 		sql, params = tq.next, slices.Clone(from)
 	}
 	params = append(params, fmt.Appendf(nil, "%d", limit))
-	run := &chunkRun{from: from, read: time.Now(), result: make(chan chunkResult, 1)}
-	c := &chunk{snap: snap, high: high, index: make(map[string]int, limit)}
+	run := &chunkRun{from: from, read: time.Now(), result: make(chan chunkResult, 1), r: r}
+	c := &chunk{snap: snap, high: high, index: make(map[string]int, min(limit, 1<<16))}
 	c.done = func(emitted int, again bool) {
+		run.release()
 		if again {
 			run.result <- chunkResult{again: true}
 			return
@@ -614,7 +689,6 @@ func (r *snapshots) queryChunk(ctx context.Context, tq *tableQuery, from [][]byt
 		vals := rr.Values()
 		tup.cols = tup.cols[:0]
 		for _, v := range vals {
-			run.bytes += len(v)
 			if v == nil {
 				tup.cols = append(tup.cols, tupleCol{kind: colNull})
 			} else {
@@ -639,6 +713,11 @@ func (r *snapshots) queryChunk(ctx context.Context, tq *tableQuery, from [][]byt
 			last[n] = slices.Clone(vals[i])
 		}
 		run.last = last
+		run.mem += int64(len(e.After)+len(e.Key)+len(e.PartitionKey)+len(e.ID)) + eventOverhead
+		if run.mem >= capBytes {
+			run.cut = true // the rest of the result is read and discarded by Close
+			break
+		}
 	}
 	if _, err := rr.Close(); err != nil {
 		return nil, fmt.Errorf("snapshot of %s: %w", rel.qualified, err)

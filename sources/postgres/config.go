@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -54,8 +55,12 @@ type Config struct {
 	// itself degraded.
 	CheckpointFailureLimit time.Duration
 	// SnapshotChunkRows is the most rows per snapshot chunk (fewer when
-	// rows are large: a chunk holds at most 8 MiB; see chunks.go).
+	// rows are large: a chunk holds at most 8 MiB, and at most a quarter
+	// of Budget; see chunks.go).
 	SnapshotChunkRows int
+	// Budget, when set, is the sink's in-flight budget: the snapshot
+	// chunks the source holds before they go out count in it.
+	Budget Budget
 	// PublicationSyncInterval is how often a publication created by the
 	// bridge is brought up to date with new tables. Default 10s.
 	PublicationSyncInterval time.Duration
@@ -69,6 +74,14 @@ type Config struct {
 	// Fence, when set, is the gate of the sink's sends: a leader that lost
 	// the lock stops sending at once (see internal/fence).
 	Fence *fence.Gate
+}
+
+// Budget is memory shared with the sink: Reserve waits until n bytes fit
+// in it beside the events in flight, Unreserve returns them.
+type Budget interface {
+	Reserve(ctx context.Context, n int64) error
+	Unreserve(n int64)
+	InFlightBudget() int64
 }
 
 const (
