@@ -41,6 +41,9 @@ func RequestSnapshot(ctx context.Context, cfg Config, tables []string, where str
 		return SnapshotRequest{}, err
 	}
 	defer conn.Close(context.Background())
+	if err := checkSlot(ctx, conn, cfg.Slot); err != nil {
+		return SnapshotRequest{}, err
+	}
 	pubs := []string{cfg.Publication, cfg.Publication + insertOnlySuffix}
 	req := SnapshotRequest{ID: newSnapshotID(), Where: strings.TrimSpace(where)}
 	for _, name := range tables {
@@ -66,8 +69,29 @@ func CancelSnapshot(ctx context.Context, cfg Config, id string) (string, error) 
 		return "", err
 	}
 	defer conn.Close(context.Background())
+	if err := checkSlot(ctx, conn, cfg.Slot); err != nil {
+		return "", err
+	}
 	msg, _ := json.Marshal(snapshotRequest{Op: "cancel", Slot: cfg.Slot, ID: id, Time: nowText()})
 	return emitRequest(ctx, conn, msg)
+}
+
+// checkSlot makes sure that a request will be decoded: a message before
+// the slot's consistent point never is, so the slot must exist and be
+// created already.
+func checkSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
+	var confirmed *string
+	err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots
+		WHERE slot_name = $1 AND database = current_database()`, slot).Scan(&confirmed)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("replication slot %s does not exist in this database: start the bridge first (it creates the slot); nothing was sent", slot)
+	case err != nil:
+		return fmt.Errorf("looking up replication slot %s: %w", slot, err)
+	case confirmed == nil:
+		return fmt.Errorf("replication slot %s is still being created: try again once the bridge streams; nothing was sent", slot)
+	}
+	return nil
 }
 
 func emitRequest(ctx context.Context, conn *pgx.Conn, msg []byte) (string, error) {
@@ -119,6 +143,9 @@ func checkSnapshotTable(ctx context.Context, conn *pgx.Conn, name string, pubs [
 			"give it a primary key (or REPLICA IDENTITY USING INDEX on a unique index)", qualified)
 	}
 	if where != "" {
+		if err := checkWhere(where); err != nil {
+			return "", err
+		}
 		sql := "EXPLAIN SELECT 1 FROM " + quoteIdent(schema) + "." + quoteIdent(table) + " WHERE (" + where + ")"
 		// The extended protocol runs one statement: the condition cannot
 		// end this one and start another.
@@ -155,4 +182,79 @@ func Snapshots(ctx context.Context, cfg Config, store checkpoint.Store) ([]Snaps
 		return []SnapshotInfo{}, nil
 	}
 	return jobInfos(st.Snapshots, nil), nil
+}
+
+// checkWhere makes sure a condition stays one expression inside the
+// parentheses it is put in: a condition such as "a) OR (b" is valid SQL
+// there but would take the chunk's key bound out of the query. Outside
+// string literals, quoted names and comments, its parentheses must
+// balance and it must not end the statement.
+func checkWhere(where string) error {
+	depth := 0
+	for i := 0; i < len(where); i++ {
+		c := where[i]
+		switch {
+		case c == '\'' || c == '"':
+			// A literal (E'' ones with backslash escapes) or a quoted
+			// name; a doubled quote is the quote itself.
+			escapes := c == '\'' && i > 0 && (where[i-1] == 'E' || where[i-1] == 'e')
+			j := i + 1
+			for ; j < len(where); j++ {
+				if escapes && where[j] == '\\' {
+					j++
+					continue
+				}
+				if where[j] == c {
+					if j+1 < len(where) && where[j+1] == c {
+						j++
+						continue
+					}
+					break
+				}
+			}
+			if j >= len(where) {
+				return fmt.Errorf("--where: unterminated %c", c)
+			}
+			i = j
+		case c == '$':
+			// A dollar-quoted string: $tag$ ... $tag$ (a parameter such
+			// as $1 is refused by PostgreSQL anyway).
+			end := strings.IndexByte(where[i+1:], '$')
+			if end < 0 {
+				continue
+			}
+			tag := where[i : i+end+2]
+			if strings.ContainsFunc(tag[1:len(tag)-1], func(r rune) bool {
+				return !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r > 127)
+			}) {
+				continue
+			}
+			close := strings.Index(where[i+len(tag):], tag)
+			if close < 0 {
+				return fmt.Errorf("--where: unterminated %s string", tag)
+			}
+			i += len(tag) + close + len(tag) - 1
+		case c == '-' && i+1 < len(where) && where[i+1] == '-':
+			return errors.New("--where: a -- comment would hide the rest of the query; use /* */")
+		case c == '/' && i+1 < len(where) && where[i+1] == '*':
+			end := strings.Index(where[i+2:], "*/")
+			if end < 0 {
+				return errors.New("--where: unterminated /* comment")
+			}
+			i += 2 + end + 1
+		case c == ';':
+			return errors.New("--where: a condition cannot contain ';'")
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+			if depth < 0 {
+				return errors.New("--where: a ')' without its '(': the condition must be one expression")
+			}
+		}
+	}
+	if depth != 0 {
+		return errors.New("--where: a '(' without its ')'")
+	}
+	return nil
 }
