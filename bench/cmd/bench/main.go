@@ -15,7 +15,11 @@
 //  6. the same backlog into kinesalite;
 //  7. a backlog where one row takes half of 300,000 changes, into a null
 //     endpoint that adds a 20 ms round trip and checks per-row order,
-//     with AGGREGATE=hot, =true and (for 30 s) =false.
+//     with AGGREGATE=hot, =true and (for 30 s) =false;
+//  8. on-demand snapshots of a 1,000,000-row table (cdcbridge snapshot):
+//     rows/s alone and while 1,000 changes/s are committed, with those
+//     changes' commit-to-accepted latency beside a baseline without a
+//     snapshot, and the bridge's peak RSS.
 //
 // It prints a table and writes every figure, the settings and the machine
 // to bench/results.json. With -profile it also saves CPU and allocation
@@ -51,6 +55,7 @@ type options struct {
 	scriptedItems int
 	kinesalite    int
 	hotChanges    int
+	snapshotRows  int
 	shards        int
 	profile       bool
 	outDir        string
@@ -75,7 +80,7 @@ func (e *envFlags) Set(v string) error {
 	return nil
 }
 
-var phases = []string{"throughput", "kinesalite", "hotkey", "latency", "bigtx", "dynamodb"}
+var phases = []string{"throughput", "kinesalite", "hotkey", "latency", "snapshot", "bigtx", "dynamodb"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -103,6 +108,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&o.scriptedItems, "scripted-items", 200_000, "records of the scripted DynamoDB stream")
 	flag.IntVar(&o.kinesalite, "kinesalite-changes", 100_000, "changes timed into kinesalite")
 	flag.IntVar(&o.hotChanges, "hot-changes", 300_000, "changes of the hot-key backlog, half of them on one row")
+	flag.IntVar(&o.snapshotRows, "snapshot-rows", 1_000_000, "rows of the table the snapshot phase reads")
 	flag.IntVar(&o.shards, "shards", 512, "shards of the null stream (the bridge paces each at 1000 records/s)")
 	flag.BoolVar(&o.profile, "profile", false, "save CPU and allocation profiles of the bridge")
 	flag.StringVar(&o.outDir, "out", filepath.Join(root, "bench", "out"), "directory for logs and profiles")
@@ -219,6 +225,11 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.want("snapshot") {
+		if err := b.snapshotPhase(ctx); err != nil {
+			return err
+		}
+	}
 	if b.want("bigtx") {
 		if err := b.bigTxPhase(ctx); err != nil {
 			return err
@@ -327,6 +338,8 @@ func (b *bench) report(m machine) error {
 			"kinesalite_changes":    b.opts.kinesalite,
 			"null_stream_shards":    b.opts.shards,
 			"hot_key_changes":       b.opts.hotChanges,
+			"snapshot_rows":         b.opts.snapshotRows,
+			"snapshot_load_rate":    snapLoadRate,
 			"hot_key_round_trip_ms": hotDelay.Milliseconds(),
 		},
 		"bridge_settings": "defaults (linger 50ms, 8 requests in flight, 64MiB / 100000 events in flight, GOMEMLIMIT unset: the bridge's own soft limit of 128MiB) with ORDERING=key; *_memlimit figures add GOMEMLIMIT=" + b.opts.memLimit,
@@ -362,6 +375,10 @@ func (b *bench) targets() []target {
 	add("p99 commit-to-accepted latency at 5,000 changes/s", "< 100", "latency_p99_ms", "ms", func(v float64) bool { return v < 100 })
 	add("peak RSS, backlog, aggregation off", "< 150", "bridge_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
 	add("peak RSS, backlog, aggregation on", "< 150", "bridge_agg_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
+	add("snapshot of a 1,000,000-row table", ">= 100000", "snapshot_rows_per_s", "rows/s", func(v float64) bool { return v >= 100_000 })
+	add("same while 1,000 changes/s are committed", ">= 100000", "snapshot_load_rows_per_s", "rows/s", func(v float64) bool { return v >= 100_000 })
+	add("p99 of those changes over the p99 without a snapshot", "< 2", "snapshot_p99_ratio", "", func(v float64) bool { return v < 2 })
+	add("peak RSS, snapshots of a 1,000,000-row table", "<= 150", "snapshot_peak_rss_mib", "MiB", func(v float64) bool { return v <= 150 })
 	add("peak RSS, 1,000,000-row transaction", "< 150", "bigtx_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
 	add("peak RSS, 1,000,000-row transaction, aggregation on", "< 150", "bigtx_agg_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
 	add("hot key at 50% of changes, AGGREGATE=hot, AGGREGATE_COMPRESSION=gzip, 20 ms round trip", ">= 20000", "hot_gzip_changes_per_s", "changes/s", func(v float64) bool { return v >= 20_000 })

@@ -86,12 +86,13 @@ func (e *endpoint) counts() (endpointCounts, error) {
 
 // latencySummary mirrors nullkinesis's Summary.
 type latencySummary struct {
-	N    int     `json:"n"`
-	Bad  int64   `json:"bad"`
-	P50  float64 `json:"p50_ms"`
-	P99  float64 `json:"p99_ms"`
-	Max  float64 `json:"max_ms"`
-	Mean float64 `json:"mean_ms"`
+	N     int     `json:"n"`
+	Bad   int64   `json:"bad"`
+	Reads int64   `json:"reads"`
+	P50   float64 `json:"p50_ms"`
+	P99   float64 `json:"p99_ms"`
+	Max   float64 `json:"max_ms"`
+	Mean  float64 `json:"mean_ms"`
 }
 
 func (e *endpoint) latency(reset bool) (latencySummary, error) {
@@ -112,6 +113,7 @@ func (e *endpoint) latency(reset bool) (latencySummary, error) {
 type bridge struct {
 	*child
 	start    time.Time
+	env      []string // its environment, for cdcbridge commands beside it
 	httpAddr string
 	pprof    string // address of the profiling listener, "" without
 }
@@ -168,7 +170,7 @@ func (b *bench) startBinary(bin, name string, profile bool, kv ...string) (*brid
 	if err != nil {
 		return nil, err
 	}
-	return &bridge{child: c, start: start, httpAddr: httpAddr, pprof: pprofAddr}, nil
+	return &bridge{child: c, start: start, env: env, httpAddr: httpAddr, pprof: pprofAddr}, nil
 }
 
 func (br *bridge) metrics() (map[string]float64, error) {

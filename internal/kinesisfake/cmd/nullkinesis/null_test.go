@@ -159,14 +159,15 @@ func TestLatency(t *testing.T) {
 	srv := newTestNull(t, true)
 	body := `{"StreamName":"s","Records":[` +
 		`{"Data":"` + b64(envelope("a")) + `","PartitionKey":"k"},` +
-		`{"Data":"` + b64(`{"specversion":"1.0","id":"b","data":{}}`) + `","PartitionKey":"k"}]}`
+		`{"Data":"` + b64(`{"specversion":"1.0","id":"b","data":{}}`) + `","PartitionKey":"k"},` +
+		`{"Data":"` + b64(`{"specversion":"1.0","id":"c","type":"io.cdcbridge.read","time":"2020-01-01T00:00:00Z","data":{}}`) + `","PartitionKey":"k"}]}`
 	if code, errType := put(t, srv.URL, body); code != http.StatusOK {
 		t.Fatalf("HTTP %d %s", code, errType)
 	}
-	if s := getJSON[Summary](t, srv.URL+"/_fake/latency?reset=1"); s.N != 1 || s.Bad != 1 || s.P50 <= 0 {
-		t.Fatalf("latency %+v, want one sample (the envelope's time is in the past) and one without a time", s)
+	if s := getJSON[Summary](t, srv.URL+"/_fake/latency?reset=1"); s.N != 1 || s.Bad != 1 || s.Reads != 1 || s.P50 <= 0 {
+		t.Fatalf("latency %+v, want one sample (the envelope's time is in the past), one without a time and one read left out", s)
 	}
-	if s := getJSON[Summary](t, srv.URL+"/_fake/latency"); s.N != 0 || s.Bad != 0 {
+	if s := getJSON[Summary](t, srv.URL+"/_fake/latency"); s.N != 0 || s.Bad != 0 || s.Reads != 0 {
 		t.Fatalf("latency after reset %+v, want an empty window", s)
 	}
 }
