@@ -51,6 +51,15 @@ func snapshotRig(t *testing.T, name string, include func(id int64) bool) (*pgRig
 	return r, fake, rows
 }
 
+// snapshotChunkRows is the scenarios' CDCBRIDGE_POSTGRES_SNAPSHOT_CHUNK_ROWS.
+// A chunk's rows are all accepted before the next chunk goes out (so a
+// kill reads at most one chunk again), and with a third of the entries
+// failing, the last of a chunk's rows is accepted only after some seven
+// attempts and their backoffs: several seconds per chunk, whatever its
+// size. The short form's chunks are large enough for its table to be
+// read in about ten.
+func snapshotChunkRows() int { return Pick(params, 2000, 10000) }
+
 // snapshotRunning reports whether the bridge's /status lists a snapshot
 // that is not finished, and the rows its tables have delivered.
 func snapshotRunning(b *Bridge) (running bool, rows int64, ok bool) {
@@ -78,10 +87,21 @@ func snapshotRunning(b *Bridge) (running bool, rows int64, ok bool) {
 // waitSnapshotsDone waits until the bridge lists no unfinished snapshot.
 func waitSnapshotsDone(t *testing.T, b *Bridge, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline, report := start.Add(timeout), start.Add(15*time.Second)
+	var rows int64
 	for time.Now().Before(deadline) {
-		if running, _, ok := snapshotRunning(b); ok && !running {
+		running, n, ok := snapshotRunning(b)
+		if ok && !running {
+			logf(t, "snapshots done %s later", time.Since(start).Round(time.Second))
 			return
+		}
+		if ok {
+			rows = n
+		}
+		if time.Now().After(report) {
+			logf(t, "snapshot still running: %d rows delivered", rows)
+			report = report.Add(15 * time.Second)
 		}
 		select {
 		case <-b.Exited():
@@ -89,7 +109,7 @@ func waitSnapshotsDone(t *testing.T, b *Bridge, timeout time.Duration) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	t.Fatalf("snapshots not done after %s\n%s", timeout, b.LogTail(40))
+	t.Fatalf("snapshots not done after %s (%d rows delivered)\n%s", timeout, rows, b.LogTail(40))
 }
 
 // killDuringSnapshot kills the bridge n times at random moments while its
@@ -138,7 +158,7 @@ func TestSnapshotKill9Postgres(t *testing.T) {
 	const name = "snapshot kill -9 (postgres)"
 	t.Parallel()
 	r, fake, _ := snapshotRig(t, name, nil)
-	chunk := Pick(params, 500, 10000)
+	chunk := snapshotChunkRows()
 	b := NewBridge(t, append(r.env(r.PG.URL(r.DB), fake.URL),
 		"CDCBRIDGE_POSTGRES_SNAPSHOT_CHUNK_ROWS="+strconv.Itoa(chunk),
 		"CDCBRIDGE_KINESIS_REQUEST_TIMEOUT=5s")...)
@@ -156,7 +176,7 @@ func TestSnapshotKill9Postgres(t *testing.T) {
 	}
 	wait()
 	logf(t, "workload done: %d changes, %d ambiguous transactions; %d of %d kills during the snapshot", r.Work.Committed(), r.Work.Ambiguous(), during, kills)
-	waitSnapshotsDone(t, b, Pick(params, 3*time.Minute, 10*time.Minute))
+	waitSnapshotsDone(t, b, Pick(params, 6*time.Minute, 15*time.Minute))
 	res := r.finish(b, Pick(params, 3*time.Minute, 10*time.Minute))
 	checkReads(t, name, res, kills, chunk)
 }
@@ -169,7 +189,7 @@ func TestSnapshotWherePostgres(t *testing.T) {
 	t.Parallel()
 	match := func(id int64) bool { return id%3 == 0 }
 	r, fake, _ := snapshotRig(t, name, match)
-	chunk := Pick(params, 500, 10000)
+	chunk := snapshotChunkRows()
 	env := append(r.env(r.PG.URL(r.DB), fake.URL),
 		"CDCBRIDGE_POSTGRES_SNAPSHOT=never",
 		"CDCBRIDGE_POSTGRES_SNAPSHOT_CHUNK_ROWS="+strconv.Itoa(chunk),
@@ -207,7 +227,7 @@ func TestSnapshotWherePostgres(t *testing.T) {
 		t.Errorf("%s: the snapshot was over before the first kill: the scenario tests nothing", name)
 	}
 	wait()
-	waitSnapshotsDone(t, b, Pick(params, 3*time.Minute, 10*time.Minute))
+	waitSnapshotsDone(t, b, Pick(params, 6*time.Minute, 15*time.Minute))
 	status, _ := runSnapshotCommand(t, env, "--status")
 	logf(t, "cdcbridge snapshot --status:\n%s", status)
 	if !strings.Contains(status, "public.items") || !strings.Contains(status, "done") {
