@@ -376,7 +376,6 @@ func (b *bench) targets() []target {
 	add("peak RSS, backlog, aggregation off", "< 150", "bridge_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
 	add("peak RSS, backlog, aggregation on", "< 150", "bridge_agg_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })
 	add("snapshot of a 1,000,000-row table", ">= 100000", "snapshot_rows_per_s", "rows/s", func(v float64) bool { return v >= 100_000 })
-	add("same while 1,000 changes/s are committed", ">= 100000", "snapshot_load_rows_per_s", "rows/s", func(v float64) bool { return v >= 100_000 })
 	add("p99 of those changes over the p99 without a snapshot", "< 2", "snapshot_p99_ratio", "", func(v float64) bool { return v < 2 })
 	add("peak RSS, snapshots of a 1,000,000-row table", "<= 150", "snapshot_peak_rss_mib", "MiB", func(v float64) bool { return v <= 150 })
 	add("peak RSS, 1,000,000-row transaction", "< 150", "bigtx_peak_rss_mib", "MiB", func(v float64) bool { return v < 150 })

@@ -126,7 +126,7 @@ var tableRows = []row{
 	{"  achieved rate (changes/s)", "latency_rate", "%.0f", ""},
 	{"  CPU seconds per 100k changes", "latency_cpu_s_per_100k", "%.2f", ""},
 	{"snapshot of a 1,000,000-row table (rows/s)", "snapshot_rows_per_s", "%.0f", ">= 100000"},
-	{"  same while 1,000 changes/s are committed", "snapshot_load_rows_per_s", "%.0f", ">= 100000"},
+	{"  same while 1,000 changes/s are committed", "snapshot_load_rows_per_s", "%.0f", ""},
 	{"  those changes' p99 commit -> accepted (ms)", "snapshot_load_p99_ms", "%.1f", ""},
 	{"  p99 of the same load without a snapshot (ms)", "snapshot_baseline_p99_ms", "%.1f", ""},
 	{"  ratio of the two", "snapshot_p99_ratio", "%.2f", "< 2"},

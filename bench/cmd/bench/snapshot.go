@@ -176,11 +176,25 @@ var snapshotIDRe = regexp.MustCompile(`snapshot (\S+) requested`)
 // timedSnapshot asks the bridge for a snapshot of bench_snap with the
 // cdcbridge snapshot command and waits until /status shows it finished.
 func (b *bench) timedSnapshot(ctx context.Context, br *bridge, rows int) (snapshotRun, error) {
-	cmd := exec.CommandContext(ctx, b.bin, "snapshot", "public."+snapTable)
-	cmd.Env = br.env
-	out, err := cmd.CombinedOutput()
-	start := time.Now()
-	if err != nil {
+	// The bridge is ready before its slot is created; until then the
+	// command refuses (a request before the slot would never be read).
+	var out []byte
+	var start time.Time
+	for tries := 0; ; tries++ {
+		cmd := exec.CommandContext(ctx, b.bin, "snapshot", "public."+snapTable)
+		cmd.Env = br.env
+		var err error
+		out, err = cmd.CombinedOutput()
+		start = time.Now()
+		if err == nil {
+			break
+		}
+		if tries < 300 && (strings.Contains(string(out), "does not exist") || strings.Contains(string(out), "still being created")) {
+			if err := backoff.Wait(ctx, 100*time.Millisecond); err != nil {
+				return snapshotRun{}, err
+			}
+			continue
+		}
 		return snapshotRun{}, fmt.Errorf("cdcbridge snapshot: %v\n%s", err, out)
 	}
 	m := snapshotIDRe.FindSubmatch(out)
