@@ -61,7 +61,8 @@ func snapshotRig(t *testing.T, name string, include func(id int64) bool) (*pgRig
 func snapshotChunkRows() int { return Pick(params, 2000, 10000) }
 
 // snapshotRunning reports whether the bridge's /status lists a snapshot
-// that is not finished, and the rows its tables have delivered.
+// that is not finished, and the rows its tables have delivered; ok is
+// false until the status lists the scenario's snapshot.
 func snapshotRunning(b *Bridge) (running bool, rows int64, ok bool) {
 	st, err := b.Status()
 	if err != nil {
@@ -69,6 +70,9 @@ func snapshotRunning(b *Bridge) (running bool, rows int64, ok bool) {
 	}
 	src, _ := st["source"].(map[string]any)
 	snaps, _ := src["snapshots"].([]any)
+	if len(snaps) == 0 {
+		return false, 0, false // not listed yet: the source is starting
+	}
 	for _, s := range snaps {
 		m, _ := s.(map[string]any)
 		if fin, _ := m["finished"].(string); fin == "" {
@@ -113,11 +117,29 @@ func waitSnapshotsDone(t *testing.T, b *Bridge, timeout time.Duration) {
 }
 
 // killDuringSnapshot kills the bridge n times at random moments while its
-// snapshot runs, and returns how many kills found it running.
+// snapshot runs, and returns how many kills found it running. Every other
+// kill first waits (up to a minute) until the snapshot delivered a chunk
+// since the restart, so that kills land all along the table, not only
+// before its first chunk is accepted.
 func killDuringSnapshot(t *testing.T, b *Bridge, rng *rand.Rand, n int, maxUp time.Duration) int {
 	t.Helper()
 	during := 0
 	for i := range n {
+		if i%2 == 1 {
+			start := int64(-1)
+			for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); sleep(context.Background(), 200*time.Millisecond) {
+				running, rows, ok := snapshotRunning(b)
+				if !ok {
+					continue
+				}
+				if start < 0 {
+					start = rows
+				}
+				if !running || rows > start {
+					break
+				}
+			}
+		}
 		up := time.Duration(300+rng.IntN(int(maxUp/time.Millisecond))) * time.Millisecond
 		select {
 		case <-b.Exited():
