@@ -77,11 +77,6 @@ func (b *bench) snapshotPhase(ctx context.Context) error {
 	if err := waitHTTP200(ctx, "http://"+br.httpAddr+"/readyz", br.child, time.Minute); err != nil {
 		return err
 	}
-	gen, err := pgx.Connect(ctx, b.pg.URL(database))
-	if err != nil {
-		return err
-	}
-	defer gen.Close(context.Background())
 
 	var quiet, loaded []snapshotRun
 	var baseline []latencySummary
@@ -94,7 +89,7 @@ func (b *bench) snapshotPhase(ctx context.Context) error {
 		b.logf("snapshot #%d: %d rows in %.2fs: %.0f rows/s", i+1, r.Rows, r.Seconds, r.RowsPerSecond)
 
 		var base latencySummary
-		err = withLoad(ctx, gen, func() error {
+		err = withLoad(ctx, b.pg.URL(database), func() error {
 			if err := backoff.Wait(ctx, b.opts.latencyWarmup); err != nil {
 				return err
 			}
@@ -155,15 +150,22 @@ func (b *bench) snapshotPhase(ctx context.Context) error {
 	return execAll(ctx, b.conn, `DROP PUBLICATION `+snapPublication, `DROP TABLE `+snapTable)
 }
 
-// withLoad runs f while snapLoadRate changes/s are committed on conn.
-func withLoad(ctx context.Context, conn *pgx.Conn, f func() error) error {
+// withLoad runs f while snapLoadRate changes/s are committed, on a
+// connection of its own (stopping the load cancels a statement, which
+// closes the connection).
+func withLoad(ctx context.Context, url string, f func() error) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
 	genCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
 		_, err := steadyLoad(genCtx, conn, snapLoadRate, 5)
 		done <- err
 	}()
-	err := f()
+	err = f()
 	stop()
 	if gerr := <-done; gerr != nil && err == nil {
 		err = fmt.Errorf("load generator: %w", gerr)
