@@ -16,9 +16,9 @@ import (
 //
 // Over any window of W seconds the load consumes at most rate*W, plus the
 // bucket's depth (half a second of budget: what an idle bucket saved),
-// plus the misestimates of the requests in flight. Pages are sized so that
-// one costs at most a fraction of a second's budget (see pageTarget), which
-// keeps a 60-second window within 105% of the budget.
+// plus the pages in flight beyond their estimate. Pages are sized so that
+// one per segment costs about a second of the budget (see pageTarget),
+// which keeps a 60-second window within 105% of the budget.
 //
 // A throttled request (ProvisionedThroughputExceededException) halves the
 // rate; each page read without throttling raises it by a twentieth of the
@@ -103,12 +103,14 @@ func (b *budget) throttled() {
 	b.mu.Unlock()
 }
 
-// pageTarget is the cost one page should have: a quarter of a second of
-// the budget shared by the segments, between 1 RCU and 256 (a full 1 MB
-// page of strongly consistent reads). 0 without a budget: no limit.
+// pageTarget is the cost one page should have: a second of the budget
+// shared by the segments, between 1 RCU and 256 (a full 1 MB page of
+// strongly consistent reads). 0 without a budget: no limit. A window of a
+// minute then holds at most the budget's 60 seconds, the bucket's half
+// second, and one page per segment beyond it: within 105%.
 func (b *budget) pageTarget(segments int) float64 {
 	if b.limit <= 0 {
 		return 0
 	}
-	return math.Min(math.Max(b.limit/4/float64(max(segments, 1)), 1), 256)
+	return math.Min(math.Max(b.limit/float64(max(segments, 1)), 1), 256)
 }

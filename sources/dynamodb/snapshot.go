@@ -146,7 +146,7 @@ type loader struct {
 	saveMu  sync.Mutex // one save at a time, versions in order
 	version uint64
 
-	active sync.Map // segment -> time.Time: Scan request of the page not yet delivered
+	active sync.Map // *byte -> time.Time: before the Scan request of a page not yet delivered
 
 	inProgress atomic.Int64 // segments reading
 }
@@ -494,6 +494,7 @@ type page struct {
 	dropped   int
 	pending   atomic.Int64 // items not yet accepted, +1 until all were emitted
 	done      chan struct{}
+	token     *byte // its entry in loader.active
 }
 
 func (p *page) acked() {
@@ -501,6 +502,11 @@ func (p *page) acked() {
 		close(p.done)
 	}
 }
+
+// prefetchPages is how many pages a segment reads ahead while earlier
+// ones are held or on their way: holds overlap, so a segment is not slowed
+// to one page per hold.
+const prefetchPages = 2
 
 // segment reads one segment from its last delivered page to its end.
 func (l *loader) segment(ctx context.Context, info streamInfo, job *loadJob, idx int, b *budget) error {
@@ -515,51 +521,89 @@ func (l *loader) segment(ctx context.Context, info streamInfo, job *loadJob, idx
 	}
 	l.inProgress.Add(1)
 	defer l.inProgress.Add(-1)
-	defer l.active.Delete(idx)
 	sc := &scanner{l: l, job: job, seg: idx, total: len(job.Segments), b: b, est: 1}
+
+	sctx, stop := context.WithCancel(ctx)
+	pages := make(chan *page, prefetchPages)
+	var scanErr error
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		defer close(pages)
+		for !l.cancelled(job) {
+			// Registered before the request: keys the stream notes from
+			// now on are kept until the page is delivered.
+			tok := new(byte)
+			l.active.Store(tok, time.Now())
+			p, err := sc.scan(sctx, from)
+			if err != nil {
+				l.active.Delete(tok)
+				scanErr = err
+				return
+			}
+			p.token = tok
+			select {
+			case pages <- p:
+			case <-sctx.Done():
+				l.active.Delete(tok)
+				return
+			}
+			if p.last == nil {
+				return
+			}
+			from = p.last
+		}
+	}()
+	defer func() {
+		stop()
+		for p := range pages {
+			l.active.Delete(p.token)
+		}
+		<-scanned
+	}()
+
 	var prev *page
-	for {
-		if l.cancelled(job) {
-			break
-		}
-		l.active.Store(idx, time.Now())
-		p, err := sc.scan(ctx, from)
-		if err != nil {
-			return err
-		}
+	finished := false
+	for p := range pages {
 		// Hold the page until the stream has passed the time it was read.
 		if err := waitStream(ctx, func() bool { return s.streamPassed(p.answered) }); err != nil {
+			l.active.Delete(p.token)
 			return err
 		}
 		if prev != nil {
 			if err := l.commit(ctx, job, sg, prev); err != nil {
+				l.active.Delete(p.token)
 				return err
 			}
 			prev = nil
 		}
 		if l.cancelled(job) {
+			l.active.Delete(p.token)
 			break
 		}
-		if err := l.deliver(ctx, info, job, p); err != nil {
+		err := l.deliver(ctx, info, job, p)
+		l.active.Delete(p.token)
+		if err != nil {
 			return err
 		}
-		l.active.Delete(idx)
 		prev = p
 		if p.last == nil {
-			break
+			finished = true
 		}
-		from = p.last
+	}
+	if scanErr != nil {
+		return scanErr
 	}
 	if prev != nil {
 		if err := l.commit(ctx, job, sg, prev); err != nil {
 			return err
 		}
 	}
-	if !l.cancelled(job) {
+	if finished {
 		l.update(func() { sg.State = loadDone })
 		return l.saveRetrying(ctx)
 	}
-	return nil
+	return ctx.Err()
 }
 
 // deliver emits a held page's items, dropping those whose key the stream
@@ -762,10 +806,10 @@ func estimate(cfg Config, ti tableInfo) LoadEstimate {
 }
 
 // defaultSegments is one segment per GiB or per million items, at least 1
-// and at most 64.
+// and at most 16 (each segment holds up to four 1 MB pages).
 func defaultSegments(items, bytes int64) int {
 	n := max((bytes+(1<<30)-1)>>30, (items+999_999)/1_000_000, 1)
-	return int(min(n, 64))
+	return int(min(n, 16))
 }
 
 // EstimateLoad returns what a load of cfg's table would take, from
