@@ -131,7 +131,13 @@ func readRequests(dir string) ([]requestFile, []error) {
 		}
 		out = append(out, requestFile{path: n, req: r})
 	}
-	slices.SortFunc(out, func(a, b requestFile) int { return strings.Compare(a.req.Time+a.req.ID, b.req.Time+b.req.ID) })
+	// Requests before cancels: a cancel taken with its request finds it.
+	slices.SortFunc(out, func(a, b requestFile) int {
+		if a.req.Op != b.req.Op {
+			return strings.Compare(b.req.Op, a.req.Op) // "snapshot" > "cancel"
+		}
+		return strings.Compare(a.req.Time+a.req.ID, b.req.Time+b.req.ID)
+	})
 	return out, errs
 }
 

@@ -245,7 +245,7 @@ func (l *loader) addInitial(ctx context.Context) error {
 // next returns the first unfinished job, finishing cancelled ones that
 // have not started, and forgets the oldest finished jobs beyond
 // keptFinishedLoads.
-func (l *loader) next() *loadJob {
+func (l *loader) next() (next *loadJob, changed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out *loadJob
@@ -255,10 +255,12 @@ func (l *loader) next() *loadJob {
 		}
 		if j.Cancelled && j.State == loadPending {
 			j.State, j.Finished = loadCancelled, nowText()
+			changed = true
 			continue
 		}
 		if j.Initial && j.State == loadPending && l.s.cfg.Snapshot == SnapshotNever {
 			j.State, j.Finished, j.Note = loadCancelled, nowText(), "CDCBRIDGE_DYNAMODB_SNAPSHOT=never"
+			changed = true
 			continue
 		}
 		if out == nil {
@@ -271,12 +273,12 @@ func (l *loader) next() *loadJob {
 			finished++
 		}
 	}
-	for drop := finished - keptFinishedLoads; drop > 0; {
+	for drop := finished - keptFinishedLoads; drop > 0; drop-- {
 		i := slices.IndexFunc(l.jobs, (*loadJob).finished)
 		l.jobs = slices.Delete(l.jobs, i, i+1)
-		drop--
+		changed = true
 	}
-	return out
+	return out, changed
 }
 
 func (l *loader) cancelled(j *loadJob) bool {
@@ -301,7 +303,16 @@ func (l *loader) run(ctx context.Context, emit cdc.Emit) error {
 		if err := l.s.takeRequests(ctx, l); err != nil {
 			return err
 		}
-		job := l.next()
+		job, changed := l.next()
+		if changed {
+			l.publish()
+			if err := l.saveRetrying(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
 		if job != nil {
 			if err := l.runJob(ctx, job); err != nil {
 				if ctx.Err() != nil {
