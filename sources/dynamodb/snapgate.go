@@ -183,3 +183,34 @@ func waitStream(ctx context.Context, cond func() bool) error {
 		}
 	}
 }
+
+// streamPosition is the lowest sequence number the shards being read have
+// emitted last (their checkpoint before they emitted anything in this run;
+// noPosition for none). An item's shard has emitted up to at least it, and
+// emits its later records above it. With one shard (DynamoDB Local, small
+// tables) it is that shard's position; with several, a consumer may find a
+// read's sequence below an earlier record of its key (the read then
+// repeats the state that record left, so dropping it costs nothing).
+func (s *Source) streamPosition() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pos := ""
+	for _, sh := range s.shards {
+		if sh.state != stateReading {
+			continue
+		}
+		p := noPosition
+		if v := sh.lastRead.Load(); v != nil && *v != "" {
+			p = *v
+		} else if v := sh.savedView.Load(); v != nil && *v != "" && *v != FinishedPosition {
+			p = *v
+		}
+		if pos == "" || p < pos {
+			pos = p
+		}
+	}
+	if pos == "" {
+		return noPosition
+	}
+	return pos
+}

@@ -15,11 +15,17 @@ import (
 	"github.com/cdcbridge/cdcbridge/cdc"
 )
 
-// readSequence is the sequence of every item a load reads: it sorts before
-// every stream record's (zero-padded sequence numbers are never all zeros),
-// and a read is delivered only when no stream record of its key came
-// since the page was read (see snapgate.go).
-var readSequence = strings.Repeat("0", 40)
+// readSequence is the sequence of the items of a page delivered when the
+// stream stood at pos (see Source.streamPosition): pos + ":R", which sorts
+// after pos and before every later sequence number. An item's earlier
+// stream records were emitted before (their sequence is at most pos), its
+// later ones come after (above pos), so a consumer that drops sequences at
+// or below the last it applied for a key never drops a change newer than
+// a read.
+func readSequence(pos string) string { return pos + ":R" }
+
+// noPosition is the stream position before any record was read.
+var noPosition = strings.Repeat("0", 40)
 
 // readID is the id of an item read by load job: 'S', the job's id, ':',
 // a hash of the item's partition key. Reading the item again in the same
@@ -82,7 +88,7 @@ func streamItem(item map[string]ddbtypes.AttributeValue) (map[string]types.Attri
 
 // readEvent turns a scanned item into a read event in the envelope the
 // stream's records use: the same key, partition key and values.
-func (si *streamInfo) readEvent(job string, item map[string]ddbtypes.AttributeValue, at time.Time) (*cdc.Event, error) {
+func (si *streamInfo) readEvent(job, seq string, item map[string]ddbtypes.AttributeValue, at time.Time) (*cdc.Event, error) {
 	img, err := streamItem(item)
 	if err != nil {
 		return nil, err
@@ -116,7 +122,7 @@ func (si *streamInfo) readEvent(job string, item map[string]ddbtypes.AttributeVa
 		Subject:      si.table,
 		Time:         at.UTC(),
 		PartitionKey: pk,
-		Sequence:     readSequence,
+		Sequence:     seq,
 		Op:           cdc.OpRead,
 		Key:          key,
 		After:        after,

@@ -83,6 +83,9 @@ type loadSegment struct {
 	Items   int64               `json:"items"` // delivered
 	Dropped int64               `json:"dropped,omitempty"`
 	Pages   int64               `json:"pages"`
+	// LargestPage is the most items a delivered page held: what a crash
+	// may deliver again.
+	LargestPage int `json:"largest_page,omitempty"`
 }
 
 func (j *loadJob) finished() bool { return j.Finished != "" }
@@ -623,8 +626,9 @@ func (l *loader) deliver(ctx context.Context, info streamInfo, job *loadJob, p *
 	s := l.s
 	p.done = make(chan struct{})
 	p.pending.Store(1)
+	seq := readSequence(s.streamPosition())
 	for _, item := range p.items {
-		e, err := info.readEvent(job.ID, item, p.answered)
+		e, err := info.readEvent(job.ID, seq, item, p.answered)
 		if err != nil {
 			return fmt.Errorf("dynamodb source: snapshot %s: %w", job.ID, err)
 		}
@@ -674,6 +678,7 @@ func (l *loader) commit(ctx context.Context, job *loadJob, sg *loadSegment, p *p
 		sg.Items += int64(p.emitted)
 		sg.Dropped += int64(p.dropped)
 		sg.Pages++
+		sg.LargestPage = max(sg.LargestPage, p.emitted+p.dropped)
 	})
 	l.s.m.snapItems.Add(float64(p.emitted))
 	l.s.m.snapPages.Inc()
@@ -754,8 +759,13 @@ func (sc *scanner) scan(ctx context.Context, from map[string]ddbtypes.AttributeV
 		s.m.snapRCU.Add(cost)
 		sc.l.update(func() { sc.job.ConsumedRCU += cost })
 		if target > 0 && len(out.Items) > 0 && cost > 0 {
-			n := float64(len(out.Items)) * target / cost
-			sc.limit = int32(math.Max(1, math.Min(n, 10000)))
+			// Cost is rounded up per page (4 KB units), so a page at or
+			// under its target grows by at least a quarter.
+			f := target / cost
+			if cost <= target {
+				f = min(2, max(1.25, f))
+			}
+			sc.limit = int32(math.Max(1, math.Min(float64(len(out.Items))*f, 10000)))
 		}
 		return &page{items: out.Items, last: out.LastEvaluatedKey, requested: requested, answered: time.Now()}, nil
 	}
@@ -849,6 +859,8 @@ type SnapshotSegment struct {
 	Items   int64  `json:"items"`
 	Pages   int64  `json:"pages"`
 	Done    bool   `json:"done"`
+	// LargestPage is the most items a page of the segment held.
+	LargestPage int `json:"largest_page_items"`
 }
 
 // SnapshotInfo is one load in /status and `cdcbridge snapshot --status`.
@@ -880,7 +892,8 @@ func loadInfos(jobs []*loadJob, rates map[string]*loadRate) []SnapshotInfo {
 			Started: j.Started, Finished: j.Finished, Note: j.Note, Items: items, Dropped: dropped, EstimatedItems: j.EstimatedItems,
 			ConsumedRCU: math.Round(j.ConsumedRCU*10) / 10, Segments: []SnapshotSegment{}}
 		for i, sg := range j.Segments {
-			info.Segments = append(info.Segments, SnapshotSegment{Segment: i, State: sg.State, Items: sg.Items, Pages: sg.Pages, Done: sg.State == loadDone})
+			info.Segments = append(info.Segments, SnapshotSegment{Segment: i, State: sg.State, Items: sg.Items, Pages: sg.Pages,
+				Done: sg.State == loadDone, LargestPage: sg.LargestPage})
 		}
 		if r := rates[j.ID]; r != nil && j.State == loadReading {
 			info.ItemsPerSecond = math.Round(r.items*10) / 10

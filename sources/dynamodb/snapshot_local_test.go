@@ -542,19 +542,29 @@ func TestLocalSnapshotRequest(t *testing.T) {
 	}
 	waitUntil(t, time.Minute, "the cancelled load", func() bool { in, ok := byID(req2.ID); return ok && in.State == loadCancelled })
 
-	ro, err := file.OpenReadOnly(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	infos, err := Snapshots(context.Background(), ro, dir, table)
-	if err != nil {
-		t.Fatal(err)
-	}
-	states := map[string]string{}
-	for _, in := range infos {
-		states[in.ID] = in.State
-	}
+	// --status reads the file the bridge saves (at once after a change of
+	// a job's state).
 	want := map[string]string{req.ID: loadDone, other.ID: loadFailed, req2.ID: loadCancelled}
+	var states map[string]string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ro, err := file.OpenReadOnly(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		infos, err := Snapshots(context.Background(), ro, dir, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		states = map[string]string{}
+		for _, in := range infos {
+			states[in.ID] = in.State
+		}
+		if cmp.Equal(want, states) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if diff := cmp.Diff(want, states); diff != "" {
 		t.Errorf("Snapshots from the file opened read-only (-want +got):\n%s", diff)
 	}
