@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,12 +28,14 @@ func readSequence(pos string) string { return pos + ":R" }
 // noPosition is the stream position before any record was read.
 var noPosition = strings.Repeat("0", 40)
 
-// readID is the id of an item read by load job: 'S', the job's id, ':',
-// a hash of the item's partition key. Reading the item again in the same
-// job repeats it; a new job gives new ids.
-func readID(job, partitionKey string) string {
+// readID is the id of an item read by load job from a page answered at
+// at: 'S', the job's id, ':', the answer's time in unix milliseconds, ':',
+// a hash of the item's partition key. The sink's retries repeat it; an
+// item read again (after a crash) is a new read, with its own id and
+// sequence.
+func readID(job string, at time.Time, partitionKey string) string {
 	sum := sha256.Sum256([]byte(partitionKey))
-	return "S" + job + ":" + hex.EncodeToString(sum[:16])
+	return "S" + job + ":" + strconv.FormatInt(at.UnixMilli(), 10) + ":" + hex.EncodeToString(sum[:16])
 }
 
 // streamValue turns a value of the DynamoDB API into the Streams API's
@@ -117,7 +120,7 @@ func (si *streamInfo) readEvent(job, seq string, item map[string]ddbtypes.Attrib
 		return nil, err
 	}
 	return &cdc.Event{
-		ID:           readID(job, pk),
+		ID:           readID(job, at, pk),
 		Source:       si.source,
 		Subject:      si.table,
 		Time:         at.UTC(),
