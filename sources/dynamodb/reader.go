@@ -110,7 +110,7 @@ func (r *reader) run(ctx context.Context) error {
 			// Nothing new (an empty page does not end a shard): poll again
 			// after the idle interval.
 			sh.caughtUp.Store(true)
-			idle.Reset(s.cfg.IdleInterval)
+			idle.Reset(s.idleInterval())
 			select {
 			case <-ctx.Done():
 				return ctx.Err()

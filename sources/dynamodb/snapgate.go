@@ -101,6 +101,21 @@ func (r *recentKeys) seenSince(key string, t time.Time) bool {
 	return ok && !at.Before(t)
 }
 
+// loadIdleInterval is the most a shard reader waits after an empty read
+// while a load runs: pages wait for every shard's next answer.
+const loadIdleInterval = 250 * time.Millisecond
+
+// idleInterval is how long a shard reader waits after an empty read.
+func (s *Source) idleInterval() time.Duration {
+	s.recent.mu.Lock()
+	loading := s.recent.active > 0
+	s.recent.mu.Unlock()
+	if loading {
+		return min(s.cfg.IdleInterval, loadIdleInterval)
+	}
+	return s.cfg.IdleInterval
+}
+
 // streamPassed reports whether every shard of the stream has passed t (see
 // above).
 func (s *Source) streamPassed(t time.Time) bool {

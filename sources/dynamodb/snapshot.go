@@ -517,10 +517,10 @@ func (p *page) acked() {
 	}
 }
 
-// prefetchPages is how many pages a segment reads ahead while earlier
-// ones are held or on their way: holds overlap, so a segment is not slowed
+// prefetchPages is how many pages a segment keeps read ahead, besides the
+// one it reads and the one held: holds overlap, so a segment is not slowed
 // to one page per hold.
-const prefetchPages = 2
+const prefetchPages = 1
 
 // segment reads one segment from its last delivered page to its end.
 func (l *loader) segment(ctx context.Context, info streamInfo, job *loadJob, idx int, b *budget) error {
