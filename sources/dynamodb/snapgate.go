@@ -3,6 +3,7 @@ package dynamodb
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,15 +51,20 @@ import (
 // recentKeys are the keys the stream emitted while a load runs, with the
 // time each was last noted.
 type recentKeys struct {
-	mu     sync.Mutex // also held by a page while it checks and emits an item
-	active int        // loads running
+	mu     sync.Mutex   // also held by a page while it checks and emits an item
+	active atomic.Int32 // loads running; changed with mu held
 	seen   map[string]time.Time
 }
 
 // note records that the stream is about to emit a record of key.
 func (r *recentKeys) note(key string) {
+	if r.active.Load() == 0 {
+		// No load: nothing to note. A load that starts now requests its
+		// pages later, and holds them until this record was emitted.
+		return
+	}
 	r.mu.Lock()
-	if r.active > 0 {
+	if r.active.Load() > 0 {
 		r.seen[key] = time.Now()
 	}
 	r.mu.Unlock()
@@ -66,17 +72,16 @@ func (r *recentKeys) note(key string) {
 
 func (r *recentKeys) start() {
 	r.mu.Lock()
-	if r.active == 0 {
+	if r.active.Load() == 0 {
 		r.seen = map[string]time.Time{}
 	}
-	r.active++
+	r.active.Add(1)
 	r.mu.Unlock()
 }
 
 func (r *recentKeys) stop() {
 	r.mu.Lock()
-	r.active--
-	if r.active == 0 {
+	if r.active.Add(-1) == 0 {
 		r.seen = nil
 	}
 	r.mu.Unlock()
@@ -107,10 +112,7 @@ const loadIdleInterval = 250 * time.Millisecond
 
 // idleInterval is how long a shard reader waits after an empty read.
 func (s *Source) idleInterval() time.Duration {
-	s.recent.mu.Lock()
-	loading := s.recent.active > 0
-	s.recent.mu.Unlock()
-	if loading {
+	if s.recent.active.Load() > 0 {
 		return min(s.cfg.IdleInterval, loadIdleInterval)
 	}
 	return s.cfg.IdleInterval

@@ -84,13 +84,15 @@ func (l *loader) segment(ctx context.Context, info streamInfo, job *loadJob, idx
 			from = p.last
 		}
 	}()
-	defer func() {
+	// endScan stops the reading ahead; scanErr may be read after it.
+	endScan := func() {
 		stop()
 		for p := range pages {
 			l.active.Delete(p.token)
 		}
 		<-scanned
-	}()
+	}
+	defer endScan()
 
 	var prev *page
 	finished := false
@@ -121,7 +123,8 @@ func (l *loader) segment(ctx context.Context, info streamInfo, job *loadJob, idx
 			finished = true
 		}
 	}
-	if scanErr != nil {
+	endScan()
+	if scanErr != nil && !finished && ctx.Err() == nil {
 		return scanErr
 	}
 	if prev != nil {
@@ -211,6 +214,14 @@ type scanner struct {
 	limit      int32   // items per page (0: DynamoDB's 1 MB pages)
 }
 
+// scanError is a Scan refused for a reason retrying cannot cure (access
+// denied, the table gone, a bad request): the load fails, the stream goes
+// on.
+type scanError struct{ err error }
+
+func (e *scanError) Error() string { return e.err.Error() }
+func (e *scanError) Unwrap() error { return e.err }
+
 // minPageItems is the first page's size under a budget, before the cost
 // of an item is known.
 const minPageItems = 25
@@ -258,7 +269,7 @@ func (sc *scanner) scan(ctx context.Context, from map[string]ddbtypes.AttributeV
 				sc.b.settle(est, 0)
 				s.health.set("snapshot Scan retrying: "+code, nil)
 			default:
-				return nil, fmt.Errorf("dynamodb source: snapshot %s: scanning segment %d of %s: %w", sc.job.ID, sc.seg, sc.job.Table, err)
+				return nil, &scanError{fmt.Errorf("scanning segment %d of %s: %w", sc.seg, sc.job.Table, err)}
 			}
 			s.heartbeat()
 			if err := bo.wait(ctx); err != nil {

@@ -450,10 +450,17 @@ func (l *loader) runJob(ctx context.Context, job *loadJob) error {
 		}
 		g.Go(func() error { return l.segment(gctx, info, job, i, b) })
 	}
-	stopForget := make(chan struct{})
-	go l.forgetLoop(stopForget)
+	stopWatch := make(chan struct{})
+	watched := make(chan struct{})
+	go func() { defer close(watched); l.watch(ctx, stopWatch) }()
 	err = g.Wait()
-	close(stopForget)
+	close(stopWatch)
+	<-watched
+	var se *scanError
+	if errors.As(err, &se) && ctx.Err() == nil {
+		l.fail(ctx, job, se.Error())
+		return l.saveRetrying(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -476,13 +483,17 @@ func (l *loader) fail(_ context.Context, job *loadJob, why string) {
 	l.update(func() { job.State, job.Note, job.Finished = loadFailed, why, nowText() })
 }
 
-// forgetLoop drops the stream's noted keys that no page in flight needs.
-func (l *loader) forgetLoop(stop chan struct{}) {
-	t := time.NewTicker(time.Second)
+// watch runs beside a job's segments: it drops the stream's noted keys
+// that no page in flight needs, refreshes the status, and takes requests
+// (a cancel of the job among them).
+func (l *loader) watch(ctx context.Context, stop chan struct{}) {
+	t := time.NewTicker(min(time.Second, l.s.cfg.RequestPoll))
 	defer t.Stop()
 	for {
 		select {
 		case <-stop:
+			return
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -494,6 +505,9 @@ func (l *loader) forgetLoop(stop chan struct{}) {
 			return true
 		})
 		l.s.recent.forget(oldest)
+		if err := l.s.takeRequests(ctx, l); err != nil && ctx.Err() == nil {
+			l.s.log.Warn("snapshot: taking requests failed; trying again", "err", err)
+		}
 		l.publish()
 	}
 }

@@ -499,8 +499,10 @@ func TestLocalSnapshotRequest(t *testing.T) {
 	dir := path + ".requests"
 	store := openFileStore(t, path)
 	col := newCollector(ackAsync)
+	// A budget of 4 RCU/s makes a load of the table (about 20 pages of at
+	// least one unit each) take seconds.
 	s, _ := newSource(t, Config{Table: table, Start: StartLatest, RequestDir: dir, RequestPoll: 50 * time.Millisecond,
-		SnapshotMargin: 200 * time.Millisecond}, db, d.StreamsClient(), store)
+		SnapshotMargin: 200 * time.Millisecond, SnapshotMaxRCU: 4}, db, d.StreamsClient(), store)
 	r := start(t, s, col.emit)
 	waitUntil(t, time.Minute, "the stream's position", s.streamOpened)
 	time.Sleep(300 * time.Millisecond)
@@ -542,9 +544,23 @@ func TestLocalSnapshotRequest(t *testing.T) {
 	}
 	waitUntil(t, time.Minute, "the cancelled load", func() bool { in, ok := byID(req2.ID); return ok && in.State == loadCancelled })
 
+	// A third, cancelled while it reads.
+	req3, err := RequestSnapshot(dir, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, time.Minute, "the third load's first page", func() bool { in, ok := byID(req3.ID); return ok && in.Items > 0 })
+	if _, err := CancelSnapshot(dir, req3.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, time.Minute, "the load cancelled while reading", func() bool { in, ok := byID(req3.ID); return ok && in.State == loadCancelled })
+	if in, _ := byID(req3.ID); in.Items >= existing {
+		t.Errorf("the load cancelled while reading delivered all %d items", in.Items)
+	}
+
 	// --status reads the file the bridge saves (at once after a change of
 	// a job's state).
-	want := map[string]string{req.ID: loadDone, other.ID: loadFailed, req2.ID: loadCancelled}
+	want := map[string]string{req.ID: loadDone, other.ID: loadFailed, req2.ID: loadCancelled, req3.ID: loadCancelled}
 	var states map[string]string
 	deadline := time.Now().Add(10 * time.Second)
 	for {
