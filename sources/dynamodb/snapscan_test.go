@@ -190,3 +190,34 @@ func TestBudgetBucket(t *testing.T) {
 		t.Errorf("rate %v after pages without throttling, want back to 100", b.rate)
 	}
 }
+
+// TestSnapshotHeldUntilStreamPassed: while the stream's reader gets no
+// answer, the pages a load read are held, however long; once it is
+// answered again, they go out.
+func TestSnapshotHeldUntilStreamPassed(t *testing.T) {
+	t.Parallel()
+	o := scanfake.Options{Table: fakeTable, Items: 300}
+	srv := scanfake.New(o)
+	t.Cleanup(srv.Close)
+	f := newFakeStreams(t)
+	f.addShard("shardId-1", "")
+	f.mu.Lock()
+	f.stalls["GetRecords"], f.stallFor = 1_000_000, 200*time.Millisecond
+	f.mu.Unlock()
+	ddb := dynamodb.NewFromConfig(testenv.AWSConfig(), func(o *dynamodb.Options) { o.BaseEndpoint = aws.String(srv.URL) })
+	store := openFileStore(t, filepath.Join(t.TempDir(), "c.json"))
+	s, _ := newSource(t, Config{StreamARN: f.arn, Snapshot: SnapshotInitial, SnapshotSegments: 2, SnapshotMargin: 100 * time.Millisecond}, ddb, f.client(), store)
+	col := newCollector(ackNow)
+	r := start(t, s, col.emit)
+	waitUntil(t, 30*time.Second, "the load's first pages", func() bool { _, scans := srv.Throttled(); return scans >= 2 })
+	time.Sleep(2 * time.Second)
+	if n := col.len(); n != 0 {
+		t.Fatalf("%d reads delivered while the stream's reader got no answer", n)
+	}
+	f.mu.Lock()
+	f.stalls["GetRecords"] = 0
+	f.mu.Unlock()
+	waitLoad(t, s, 30*time.Second)
+	_ = r.stop(t)
+	checkItems(t, col.snapshot(), o.Items)
+}
