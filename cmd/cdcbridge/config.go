@@ -87,7 +87,7 @@ var options = []option{
 		set: func(p *parser, c *Config, v string) { c.DynamoDB.OnTrimmed = p.enum(v, false, "fail", "skip") }},
 	{name: "DYNAMODB_SNAPSHOT", def: "initial", desc: "initial (the table's existing items as read events, loaded while the stream flows, when the stream has no checkpoint yet) or never; not yet with a dynamodb:// store (unset there: never)",
 		set: func(p *parser, c *Config, v string) { c.DynamoDB.Snapshot = p.enum(v, false, "initial", "never") }},
-	{name: "DYNAMODB_SNAPSHOT_SEGMENTS", def: "0", desc: "segments of a load's parallel Scan, 1 to 1000 (0: one per GiB or million items of the table, 1 to 16); each holds up to four 1 MB pages in memory",
+	{name: "DYNAMODB_SNAPSHOT_SEGMENTS", def: "0", desc: "segments of a load's parallel Scan, 1 to 1000 (0: one per GiB or million items of the table, 1 to 16); each holds up to three 1 MB pages in memory (read, read ahead, held)",
 		set: func(p *parser, c *Config, v string) {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 || n > 1000 {

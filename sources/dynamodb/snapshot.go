@@ -48,7 +48,7 @@ const (
 )
 
 // maxSegments bounds CDCBRIDGE_DYNAMODB_SNAPSHOT_SEGMENTS: each segment
-// holds up to two pages (2 MB) in memory.
+// holds up to three 1 MB pages in memory (read, read ahead, held).
 const maxSegments = 1000
 
 // longLoad is the estimated duration from which a load must be confirmed:
@@ -388,7 +388,7 @@ func (l *loader) runJob(ctx context.Context, job *loadJob) error {
 	var notFound *ddbtypes.ResourceNotFoundException
 	switch {
 	case errors.As(err, &notFound):
-		l.fail(ctx, job, "the table does not exist")
+		l.fail(job, "the table does not exist")
 		return l.saveRetrying(ctx)
 	case err != nil:
 		return err
@@ -419,7 +419,7 @@ func (l *loader) runJob(ctx context.Context, job *loadJob) error {
 			// the confirmation, runs it.
 			return fmt.Errorf("dynamodb source: the initial load of table %s: %s", job.Table, msg)
 		}
-		l.fail(ctx, job, msg)
+		l.fail(job, msg)
 		return l.saveRetrying(ctx)
 	}
 	l.update(func() {
@@ -458,7 +458,7 @@ func (l *loader) runJob(ctx context.Context, job *loadJob) error {
 	<-watched
 	var se *scanError
 	if errors.As(err, &se) && ctx.Err() == nil {
-		l.fail(ctx, job, se.Error())
+		l.fail(job, se.Error())
 		return l.saveRetrying(ctx)
 	}
 	if err != nil {
@@ -478,7 +478,7 @@ func (l *loader) runJob(ctx context.Context, job *loadJob) error {
 	return nil
 }
 
-func (l *loader) fail(_ context.Context, job *loadJob, why string) {
+func (l *loader) fail(job *loadJob, why string) {
 	l.s.log.Error("snapshot: load failed", "id", job.ID, "table", job.Table, "reason", why)
 	l.update(func() { job.State, job.Note, job.Finished = loadFailed, why, nowText() })
 }

@@ -66,7 +66,7 @@ func estimate(cfg Config, ti tableInfo) LoadEstimate {
 }
 
 // defaultSegments is one segment per GiB or per million items, at least 1
-// and at most 16 (each segment holds up to four 1 MB pages).
+// and at most 16 (each segment holds up to three 1 MB pages).
 func defaultSegments(items, bytes int64) int {
 	n := max((bytes+(1<<30)-1)>>30, (items+999_999)/1_000_000, 1)
 	return int(min(n, 16))

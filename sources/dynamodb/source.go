@@ -150,7 +150,7 @@ type Config struct {
 	Snapshot string
 	// SnapshotSegments is the number of segments of a load's parallel Scan
 	// (default: one per GiB or per million items of the table, at least 1
-	// and at most 16; at most 1000; each holds up to four 1 MB pages in
+	// and at most 16; at most 1000; each holds up to three 1 MB pages in
 	// memory).
 	SnapshotSegments int
 	// SnapshotMaxRCU is the read capacity per second a load may use,
