@@ -25,6 +25,11 @@
 //     expire, and (with Config.Fence) stops sending its records when it
 //     may expire; a new owner reads only after the previous one's lease
 //     and last send attempt ran out. Details in lease.go and balance.go.
+//   - Loads (Config.Snapshot, RequestDir; without Leases): the table's
+//     existing items go out as read events while the stream is read; a
+//     read never follows a newer stream change of its item nor precedes
+//     an older one, and a crash delivers at most one page per segment
+//     again (snapshot.go, snapgate.go, README.md).
 //
 // Checkpoints (checkpoint.Store keys):
 //
@@ -37,6 +42,9 @@
 //	dynamodb/<streamARN>            the stream's first start (Data: start
 //	                                position and time): without it a start is
 //	                                a first start and Config.Start applies.
+//	dynamodb-snapshot/<table>       the table's loads and, per segment, the
+//	                                LastEvaluatedKey of its last delivered
+//	                                page (Position: a save counter).
 //
 // Config.Start applies only at a stream's first start. Shards found later
 // always start at their oldest record (TRIM_HORIZON): a new child shard
