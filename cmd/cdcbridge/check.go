@@ -19,6 +19,8 @@ import (
 	ktypes "github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
+
+	ddbsource "github.com/cdcbridge/cdcbridge/sources/dynamodb"
 )
 
 // checkResult is one line of `cdcbridge check`.
@@ -262,7 +264,28 @@ func checkDynamoDB(ctx context.Context, cfg *Config, db *dynamodb.Client, stream
 		res = append(res, warn("dynamodb view type", "NEW_AND_OLD_IMAGES gives complete before and after images",
 			"%s: events will lack before and/or after images", view))
 	}
-	return res
+	return append(res, checkLoad(ctx, cfg, db))
+}
+
+// checkLoad estimates the initial load of the table (run when the stream
+// has no checkpoint yet) and says whether it would be refused as too long.
+func checkLoad(ctx context.Context, cfg *Config, db *dynamodb.Client) checkResult {
+	if cfg.DynamoDB.Snapshot != ddbsource.SnapshotInitial {
+		return ok("dynamodb snapshot", "CDCBRIDGE_DYNAMODB_SNAPSHOT=%s: no initial load (cdcbridge snapshot TABLE asks for one)", cfg.DynamoDB.Snapshot)
+	}
+	est, err := ddbsource.EstimateLoad(ctx, cfg.DynamoDB, db)
+	if err != nil {
+		return failed("dynamodb snapshot", "grant dynamodb:DescribeTable and dynamodb:Scan on the table", "%v", err)
+	}
+	switch {
+	case est.TooLong && !cfg.DynamoDB.SnapshotConfirmLong:
+		return failed("dynamodb snapshot", "raise CDCBRIDGE_DYNAMODB_SNAPSHOT_MAX_RCU, or set CDCBRIDGE_DYNAMODB_SNAPSHOT_CONFIRM_LONG=true to accept it",
+			"the initial load (%s) comes near or over the stream's 24-hour retention: the bridge refuses to start it", est)
+	case est.TooLong:
+		return warn("dynamodb snapshot", "raise CDCBRIDGE_DYNAMODB_SNAPSHOT_MAX_RCU to shorten it",
+			"the initial load (%s) comes near or over the stream's 24-hour retention; confirmed with CDCBRIDGE_DYNAMODB_SNAPSHOT_CONFIRM_LONG", est)
+	}
+	return ok("dynamodb snapshot", "initial load when the stream has no checkpoint yet: %s", est)
 }
 
 // checkAggregation says what CDCBRIDGE_KINESIS_AGGREGATE asks of consumers

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -84,6 +85,26 @@ var options = []option{
 		set: func(p *parser, c *Config, v string) { c.DynamoDB.Start = p.enum(v, false, "trim_horizon", "latest") }},
 	{name: "DYNAMODB_ON_TRIMMED", def: "fail", desc: "records expired before they were read: fail or skip (continue, counted and logged)",
 		set: func(p *parser, c *Config, v string) { c.DynamoDB.OnTrimmed = p.enum(v, false, "fail", "skip") }},
+	{name: "DYNAMODB_SNAPSHOT", def: "initial", desc: "initial (the table's existing items as read events, loaded while the stream flows, when the stream has no checkpoint yet) or never; not yet with a dynamodb:// store (unset there: never)",
+		set: func(p *parser, c *Config, v string) { c.DynamoDB.Snapshot = p.enum(v, false, "initial", "never") }},
+	{name: "DYNAMODB_SNAPSHOT_SEGMENTS", def: "0", desc: "segments of a load's parallel Scan, 1 to 1000 (0: one per GiB or million items of the table, 1 to 16); each holds up to three 1 MB pages in memory (read, read ahead, held)",
+		set: func(p *parser, c *Config, v string) {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 1000 {
+				p.add("%s: %q is not a number of segments from 0 (from the table's size) to 1000", p.name(), v)
+			}
+			c.DynamoDB.SnapshotSegments = n
+		}},
+	{name: "DYNAMODB_SNAPSHOT_MAX_RCU", def: "0", desc: "read capacity units per second a load may consume, measured from what DynamoDB reports (0: half the table's provisioned read capacity, no limit for an on-demand table); a load backs off when the table throttles it",
+		set: func(p *parser, c *Config, v string) {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+				p.add("%s: %q is not a number of read capacity units per second (0 or more)", p.name(), v)
+			}
+			c.DynamoDB.SnapshotMaxRCU = f
+		}},
+	{name: "DYNAMODB_SNAPSHOT_CONFIRM_LONG", def: "false", desc: "true runs a load estimated to take near or over the stream's 24-hour retention (from the table's size and the budget); without it such a load is refused",
+		set: func(p *parser, c *Config, v string) { c.DynamoDB.SnapshotConfirmLong = p.boolean(v) }},
 	{name: "DYNAMODB_IDLE_POLL", def: "1s", desc: "wait before polling a shard that returned no records",
 		set: func(p *parser, c *Config, v string) { c.DynamoDB.IdleInterval = p.duration(v) }},
 	{name: "LEASE_DURATION", def: "10s", desc: "DynamoDB shard lease length when several instances share a stream (dynamodb:// store); for Postgres, how long the server keeps a silent leader's lock before a standby takes over (at least 1s)",
@@ -219,6 +240,17 @@ func loadConfig() (*Config, error) {
 		}
 		if d.StreamARN != "" && !strings.HasPrefix(d.StreamARN, "arn:") {
 			p.add("CDCBRIDGE_DYNAMODB_STREAM_ARN: %q is not an ARN (want arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL)", d.StreamARN)
+		}
+		if c.Store.Scheme == "dynamodb" && d.Snapshot == ddbsource.SnapshotInitial {
+			// Instances sharing a stream through leases cannot see each
+			// other's shard readers, which a load waits for.
+			if os.Getenv(name("DYNAMODB_SNAPSHOT")) != "" {
+				p.add("CDCBRIDGE_DYNAMODB_SNAPSHOT=initial is not supported yet with CDCBRIDGE_CHECKPOINT_STORE=dynamodb:// (instances sharing the stream); use a file:// store for the load, or never")
+			}
+			c.DynamoDB.Snapshot = ddbsource.SnapshotNever
+		}
+		if c.Store.Scheme == "file" {
+			c.DynamoDB.RequestDir = snapshotRequestDir(c.Store.Target)
 		}
 	}
 	if c.Sink.AggregateHot && c.Sink.Ordering == kinesissink.OrderingNone {

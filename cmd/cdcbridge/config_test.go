@@ -98,6 +98,20 @@ func TestConfigErrors(t *testing.T) {
 		{"listen port", base(map[string]string{"CDCBRIDGE_HTTP_ADDR": "127.0.0.1:99999"}), []string{
 			`CDCBRIDGE_HTTP_ADDR: "127.0.0.1:99999" has no valid port`,
 		}},
+		{"dynamodb loads", base(map[string]string{
+			"CDCBRIDGE_SOURCE":                         "dynamodb",
+			"CDCBRIDGE_DYNAMODB_TABLE":                 "orders",
+			"CDCBRIDGE_CHECKPOINT_STORE":               "dynamodb://ckpt",
+			"CDCBRIDGE_DYNAMODB_SNAPSHOT":              "initial",
+			"CDCBRIDGE_DYNAMODB_SNAPSHOT_SEGMENTS":     "2000",
+			"CDCBRIDGE_DYNAMODB_SNAPSHOT_MAX_RCU":      "-1",
+			"CDCBRIDGE_DYNAMODB_SNAPSHOT_CONFIRM_LONG": "maybe",
+		}), []string{
+			`CDCBRIDGE_DYNAMODB_SNAPSHOT_SEGMENTS: "2000" is not a number of segments from 0 (from the table's size) to 1000`,
+			`CDCBRIDGE_DYNAMODB_SNAPSHOT_MAX_RCU: "-1" is not a number of read capacity units per second (0 or more)`,
+			`CDCBRIDGE_DYNAMODB_SNAPSHOT_CONFIRM_LONG: "maybe" is not a boolean (true or false)`,
+			`CDCBRIDGE_DYNAMODB_SNAPSHOT=initial is not supported yet with CDCBRIDGE_CHECKPOINT_STORE=dynamodb://`,
+		}},
 		{"every bad value at once", base(map[string]string{
 			"CDCBRIDGE_KINESIS_LINGER":                "soon",
 			"CDCBRIDGE_SHUTDOWN_TIMEOUT":              "-1s",

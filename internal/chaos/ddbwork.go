@@ -34,7 +34,11 @@ type DDBWorkload struct {
 	BigTxSize   int // items per TransactWriteItems (default 25)
 	Rand        *rand.Rand
 	Log         *verify.Log
+	// ExistingShare is the share of single changes that update or delete
+	// the items Populate wrote.
+	ExistingShare float64
 
+	existing  []string
 	budget    atomic.Int64
 	committed atomic.Int64
 	mu        sync.Mutex
@@ -42,6 +46,9 @@ type DDBWorkload struct {
 }
 
 func (w *DDBWorkload) defaults() {
+	if w.touched != nil {
+		return
+	}
 	if w.Workers == 0 {
 		w.Workers = 2
 	}
@@ -81,6 +88,35 @@ func (w *DDBWorkload) Seed(ctx context.Context) error {
 	return nil
 }
 
+// existingItemPad is the pad of an item Populate wrote.
+func existingItemPad(k string) string { return "pre-" + k }
+
+// Populate writes n items (keys e-1..e-n, version 0) before the bridge
+// starts, and logs them as inserts (the stream holds them) and as
+// existing items (a read event may carry them).
+func (w *DDBWorkload) Populate(ctx context.Context, n int) error {
+	w.defaults()
+	for i := 1; i <= n; i += 25 {
+		var reqs []types.WriteRequest
+		for j := i; j < min(i+25, n+1); j++ {
+			k := "e-" + strconv.Itoa(j)
+			w.existing = append(w.existing, k)
+			reqs = append(reqs, types.WriteRequest{PutRequest: &types.PutRequest{Item: w.item(ddbOp{key: k, ver: 0, pad: existingItemPad(k)})}})
+			c := verify.Change{Table: w.Table, Key: ddbKey(k), Op: "insert", Ver: 0, Digest: verify.PayloadDigest(existingItemPad(k)), At: time.Now()}
+			w.Log.Add(c)
+			w.Log.AddExisting(c)
+		}
+		for len(reqs) > 0 {
+			out, err := w.Client.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]types.WriteRequest{w.Table: reqs}})
+			if err != nil {
+				return fmt.Errorf("populating: %w", err)
+			}
+			reqs = out.UnprocessedItems[w.Table]
+		}
+	}
+	return nil
+}
+
 // Committed returns the number of changes made so far.
 func (w *DDBWorkload) Committed() int64 { return w.committed.Load() }
 
@@ -111,6 +147,13 @@ func (w *DDBWorkload) worker(ctx context.Context, me int, rng *rand.Rand) error 
 	for i := range w.HotItems {
 		if i%w.Workers == me {
 			hot = append(hot, fmt.Sprintf("h-%d", i))
+		}
+	}
+	var existing []string
+	for i, k := range w.existing {
+		if i%w.Workers == me {
+			existing = append(existing, k)
+			rows[k] = &pgRow{ver: 0, exists: true}
 		}
 	}
 	var pace *time.Ticker
@@ -158,6 +201,8 @@ func (w *DDBWorkload) worker(ctx context.Context, me int, rng *rand.Rand) error 
 		} else {
 			var k string
 			switch x := rng.Float64(); {
+			case len(existing) > 0 && rng.Float64() < w.ExistingShare:
+				k = existing[rng.IntN(len(existing))]
 			case x < 0.4:
 				k = hot[rng.IntN(len(hot))]
 			case x < 0.7 || len(cold) == 0:
@@ -170,7 +215,7 @@ func (w *DDBWorkload) worker(ctx context.Context, me int, rng *rand.Rand) error 
 			switch {
 			case !r.exists:
 				o.op = "insert"
-			case k[0] == 'c' && rng.Float64() < 0.2:
+			case (k[0] == 'c' || k[0] == 'e') && rng.Float64() < 0.2:
 				o.op, o.ver = "delete", r.ver
 			default:
 				o.op = "update"
@@ -288,8 +333,12 @@ func (w *DDBWorkload) applied(ctx context.Context, o ddbOp) (bool, error) {
 	return ok && v.Value == strconv.FormatInt(o.ver, 10), nil
 }
 
-// Final reads every touched item's final version into the log.
+// Final reads every touched item's final version into the log, and with
+// Populate every item's (a Scan).
 func (w *DDBWorkload) Final(ctx context.Context) error {
+	if len(w.existing) > 0 {
+		return w.finalScan(ctx)
+	}
 	w.mu.Lock()
 	keys := make([]string, 0, len(w.touched))
 	for k := range w.touched {
@@ -315,6 +364,43 @@ func (w *DDBWorkload) Final(ctx context.Context) error {
 			return err
 		}
 		w.Log.SetFinal(w.Table, ddbKey(k), ver, true)
+	}
+	return nil
+}
+
+func (w *DDBWorkload) finalScan(ctx context.Context) error {
+	seen := map[string]bool{}
+	p := dynamodb.NewScanPaginator(w.Client, &dynamodb.ScanInput{TableName: aws.String(w.Table), ConsistentRead: aws.Bool(true)})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return err
+		}
+		for _, it := range out.Items {
+			k := it["pk"].(*types.AttributeValueMemberS).Value
+			v, _ := it["ver"].(*types.AttributeValueMemberN)
+			if v == nil {
+				return fmt.Errorf("item %s without ver", k)
+			}
+			ver, err := strconv.ParseInt(v.Value, 10, 64)
+			if err != nil {
+				return err
+			}
+			seen[k] = true
+			w.Log.SetFinal(w.Table, ddbKey(k), ver, true)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, k := range w.existing {
+		if !seen[k] {
+			w.Log.SetFinal(w.Table, ddbKey(k), 0, false)
+		}
+	}
+	for k := range w.touched {
+		if !seen[k] {
+			w.Log.SetFinal(w.Table, ddbKey(k), 0, false)
+		}
 	}
 	return nil
 }

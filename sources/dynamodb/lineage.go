@@ -232,6 +232,13 @@ func (c *coordinator) applyStart(ctx context.Context) error {
 			s.mu.Unlock()
 		}
 	}
+	if s.loader != nil && s.cfg.Snapshot == SnapshotInitial {
+		// Kept before the marker: a crash before the marker starts again as
+		// a first start, which finds the job already there.
+		if err := s.loader.addInitial(ctx); err != nil {
+			return err
+		}
+	}
 	m := streamMarker{Start: s.cfg.Start, StartedAt: now}
 	b, _ := json.Marshal(m)
 	if err := s.store.Save(ctx, streamScope(s.info.arn), checkpoint.Checkpoint{Position: markerPosition, Data: b}); err != nil {
@@ -250,6 +257,7 @@ func (c *coordinator) merge(ctx context.Context, l *listing) error {
 	if l.full {
 		s.streamStatus = string(l.status)
 		s.lastDiscovery = now
+		s.lastListing = l.asked
 		if s.info.viewType == "" && l.viewType != "" {
 			s.info.viewType = string(l.viewType)
 			s.logViewType()

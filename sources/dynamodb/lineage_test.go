@@ -197,7 +197,8 @@ func TestLineage(t *testing.T) {
 	if got := testutil.ToFloat64(s.m.shards.WithLabelValues("reading")); got != 3 {
 		t.Errorf("shards{state=reading} = %v, want 3", got)
 	}
-	if n, err := testutil.GatherAndCount(reg, "cdcbridge_events_received_total"); err != nil || n != 3 {
+	// insert, update, delete, and read (loads).
+	if n, err := testutil.GatherAndCount(reg, "cdcbridge_events_received_total"); err != nil || n != 4 {
 		t.Errorf("cdcbridge_events_received_total series: %d, %v", n, err)
 	}
 }

@@ -22,6 +22,14 @@ type metrics struct {
 	leasesLost       prometheus.Counter
 	leasesReleased   prometheus.Counter
 	leaseRenewErrors prometheus.Counter
+
+	snapItems     prometheus.Counter
+	snapDropped   prometheus.Counter
+	snapPages     prometheus.Counter
+	snapRCU       prometheus.Counter
+	snapThrottled prometheus.Counter
+	snapRunning   prometheus.Gauge
+	snapSegments  prometheus.Gauge
 }
 
 // newMetrics creates the source's metrics and registers them with reg
@@ -85,8 +93,36 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cdcbridge_dynamodb_lease_renew_errors_total",
 			Help: "Lease renewals that failed for another reason than a take-over (throttling, timeouts, network).",
 		}),
+		snapItems: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_snapshot_items_total",
+			Help: "Items loads delivered as read events (accepted by the sink).",
+		}),
+		snapDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_snapshot_items_dropped_total",
+			Help: "Items loads read and dropped because the stream emitted a record of their key meanwhile (the stream carries the newer version).",
+		}),
+		snapPages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_snapshot_pages_total",
+			Help: "Scan pages loads delivered whole (their progress saved).",
+		}),
+		snapRCU: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_snapshot_consumed_rcu_total",
+			Help: "Read capacity units the loads' Scans consumed, as DynamoDB reported them.",
+		}),
+		snapThrottled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcbridge_dynamodb_snapshot_throttled_total",
+			Help: "Scan requests of loads the table refused for capacity (ProvisionedThroughputExceededException); the load halves its rate.",
+		}),
+		snapRunning: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_dynamodb_snapshot_running",
+			Help: "1 while a load of the table is reading.",
+		}),
+		snapSegments: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcbridge_dynamodb_snapshot_segments_in_progress",
+			Help: "Segments of a load being read now.",
+		}),
 	}
-	for _, op := range []cdc.Op{cdc.OpInsert, cdc.OpUpdate, cdc.OpDelete} {
+	for _, op := range []cdc.Op{cdc.OpInsert, cdc.OpUpdate, cdc.OpDelete, cdc.OpRead} {
 		m.received[op] = received.WithLabelValues("dynamodb", op.String())
 	}
 	for _, s := range []string{stateReading.String(), stateWaiting.String(), stateElsewhere.String(), stateFinished.String()} {
@@ -94,7 +130,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(received, m.shards, m.getRecords, m.apiErrors, m.trimmed, m.commits, m.commitFailures, m.discoveries,
-			m.leasesHeld, m.leasesTaken, m.leasesStolen, m.leasesLost, m.leasesReleased, m.leaseRenewErrors)
+			m.leasesHeld, m.leasesTaken, m.leasesStolen, m.leasesLost, m.leasesReleased, m.leaseRenewErrors,
+			m.snapItems, m.snapDropped, m.snapPages, m.snapRCU, m.snapThrottled, m.snapRunning, m.snapSegments)
 	}
 	return m
 }

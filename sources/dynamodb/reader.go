@@ -42,6 +42,7 @@ func (r *reader) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	sh.opened.Store(true)
 	idle := time.NewTimer(0)
 	<-idle.C
 	defer idle.Stop()
@@ -49,6 +50,7 @@ func (r *reader) run(ctx context.Context) error {
 		s.heartbeat()
 		var out *dynamodbstreams.GetRecordsOutput
 		s.m.getRecords.Inc()
+		asked := time.Now()
 		err := s.call(ctx, "GetRecords", func(ctx context.Context) error {
 			var err error
 			out, err = s.streams.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{
@@ -99,11 +101,16 @@ func (r *reader) run(ctx context.Context) error {
 			return r.finish(ctx, ckptData{LastSequence: r.lastPadded})
 		}
 		iter = next
+		if len(out.Records) < getRecordsLimit {
+			// The answer reached the shard's end as it was when asked
+			// (evidence for loads, see snapgate.go).
+			sh.tipAt.Store(asked.UnixNano())
+		}
 		if len(out.Records) == 0 {
 			// Nothing new (an empty page does not end a shard): poll again
 			// after the idle interval.
 			sh.caughtUp.Store(true)
-			idle.Reset(s.cfg.IdleInterval)
+			idle.Reset(s.idleInterval())
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -212,6 +219,7 @@ func (r *reader) deliver(ctx context.Context, recs []types.Record) error {
 			span.Done()
 			sh.acked()
 		}
+		s.recent.note(rec.event.PartitionKey)
 		if err := r.emit(ctx, rec.event); err != nil {
 			// Not taken: this reader (resumed after a lapsed lease) or
 			// the shard's next owner reads it again.
@@ -220,6 +228,9 @@ func (r *reader) deliver(ctx context.Context, recs []types.Record) error {
 		}
 		r.lastRaw, r.lastPadded = rec.event.Info.SequenceNumber, rec.padded
 		s.m.received[rec.event.Op].Inc()
+		if !rec.created.IsZero() {
+			sh.emittedCreated.Store(rec.created.UnixNano())
+		}
 	}
 	last := r.lastPadded
 	sh.lastRead.Store(&last)

@@ -128,6 +128,13 @@ type shard struct {
 	newest   atomic.Int64 // unix nanoseconds of the newest record's creation time; 0 none
 	caughtUp atomic.Bool  // the last read returned nothing
 	lastRead atomic.Pointer[string]
+
+	// For loads (snapgate.go): the reader has its first iterator; the
+	// creation time of the newest record emitted, and the time a request
+	// was sent whose answer reached the shard's end (unix nanoseconds).
+	opened         atomic.Bool
+	emittedCreated atomic.Int64
+	tipAt          atomic.Int64
 }
 
 func newShard(arn, id, parent string) *shard {

@@ -25,6 +25,11 @@
 //     expire, and (with Config.Fence) stops sending its records when it
 //     may expire; a new owner reads only after the previous one's lease
 //     and last send attempt ran out. Details in lease.go and balance.go.
+//   - Loads (Config.Snapshot, RequestDir; without Leases): the table's
+//     existing items go out as read events while the stream is read; a
+//     read never follows a newer stream change of its item nor precedes
+//     an older one, and a crash delivers at most one page per segment
+//     again (snapshot.go, snapgate.go, README.md).
 //
 // Checkpoints (checkpoint.Store keys):
 //
@@ -37,6 +42,9 @@
 //	dynamodb/<streamARN>            the stream's first start (Data: start
 //	                                position and time): without it a start is
 //	                                a first start and Config.Start applies.
+//	dynamodb-snapshot/<table>       the table's loads and, per segment, the
+//	                                LastEvaluatedKey of its last delivered
+//	                                page (Position: a save counter).
 //
 // Config.Start applies only at a stream's first start. Shards found later
 // always start at their oldest record (TRIM_HORIZON): a new child shard
@@ -142,6 +150,33 @@ type Config struct {
 	// internal/fence): each tenure keeps a hold on it, so that the
 	// records of a shard stop being sent when its lease may have moved.
 	Fence *fence.Gate
+
+	// Snapshot is "initial" (load the table's existing items at the
+	// stream's first start, see snapshot.go) or "never" (default). Loads
+	// asked for through RequestDir run either way. Loads need the stream
+	// of this instance alone: not with Leases.
+	Snapshot string
+	// SnapshotSegments is the number of segments of a load's parallel Scan
+	// (default: one per GiB or per million items of the table, at least 1
+	// and at most 16; at most 1000; each holds up to three 1 MB pages in
+	// memory).
+	SnapshotSegments int
+	// SnapshotMaxRCU is the read capacity per second a load may use,
+	// measured from the consumed capacity DynamoDB reports (default: half
+	// the table's provisioned read capacity; none for an on-demand table).
+	SnapshotMaxRCU float64
+	// SnapshotConfirmLong runs a load estimated to take near or over the
+	// stream's 24-hour retention; without it such a load is refused.
+	SnapshotConfirmLong bool
+	// SnapshotMargin is how far past a page's read time every shard must
+	// have been read before the page is delivered (default 2s; see
+	// snapgate.go).
+	SnapshotMargin time.Duration
+	// RequestDir is the directory `cdcbridge snapshot` writes requests to
+	// ("": none are taken). RequestPoll is how often it is looked at
+	// (default 2s).
+	RequestDir  string
+	RequestPoll time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -178,6 +213,15 @@ func (c *Config) setDefaults() {
 	if c.SendTimeout == 0 {
 		c.SendTimeout = 10 * time.Second
 	}
+	if c.Snapshot == "" {
+		c.Snapshot = SnapshotNever
+	}
+	if c.SnapshotMargin == 0 {
+		c.SnapshotMargin = 2 * time.Second
+	}
+	if c.RequestPoll == 0 {
+		c.RequestPoll = 2 * time.Second
+	}
 }
 
 // minLeaseDuration keeps renewals (a third of it) longer than a request.
@@ -211,6 +255,21 @@ func (c *Config) validate() error {
 	if c.Leases != nil && c.LeaseDuration < minLeaseDuration {
 		errs = append(errs, fmt.Errorf("LeaseDuration %v: want at least %v", c.LeaseDuration, minLeaseDuration))
 	}
+	if c.Snapshot != SnapshotInitial && c.Snapshot != SnapshotNever {
+		errs = append(errs, fmt.Errorf("Snapshot %q: want %q or %q", c.Snapshot, SnapshotInitial, SnapshotNever))
+	}
+	if c.Snapshot == SnapshotInitial && c.Leases != nil {
+		errs = append(errs, errors.New("Snapshot initial: loads are not supported yet with leases (a shared checkpoint store)"))
+	}
+	if c.SnapshotSegments < 0 || c.SnapshotSegments > maxSegments {
+		errs = append(errs, fmt.Errorf("SnapshotSegments %d: want 0 (from the table's size) to %d", c.SnapshotSegments, maxSegments))
+	}
+	if c.SnapshotMaxRCU < 0 {
+		errs = append(errs, fmt.Errorf("SnapshotMaxRCU %v: must not be negative", c.SnapshotMaxRCU))
+	}
+	if c.SnapshotMargin < 0 || c.RequestPoll < 0 {
+		errs = append(errs, errors.New("SnapshotMargin and RequestPoll must not be negative"))
+	}
 	if c.DescribeRate < 0 {
 		errs = append(errs, fmt.Errorf("DescribeRate %v: must not be negative", c.DescribeRate))
 	}
@@ -226,6 +285,8 @@ type Source struct {
 	log     *slog.Logger
 	m       *metrics
 	lm      *leaseManager // nil without Config.Leases
+	loader  *loader       // nil with Config.Leases
+	recent  recentKeys
 
 	describeLimit *rate.Limiter
 	started       atomic.Bool
@@ -237,6 +298,8 @@ type Source struct {
 	shards        map[string]*shard
 	streamStatus  string
 	lastDiscovery time.Time
+	lastListing   time.Time // when the last full listing was requested
+	loads         []SnapshotInfo
 }
 
 // New returns a source on the stream of cfg.Table (found with ddb, which
@@ -272,6 +335,10 @@ func New(cfg Config, ddb *dynamodb.Client, streams *dynamodbstreams.Client, stor
 	}
 	if cfg.Leases != nil {
 		s.lm = newLeaseManager(s)
+	} else if ddb != nil {
+		s.loader = newLoader(s)
+	} else if cfg.Snapshot == SnapshotInitial {
+		return nil, errors.New("dynamodb source: a DynamoDB client is needed for loads of the table")
 	}
 	registerGauges(reg, s)
 	return s, nil
@@ -313,10 +380,18 @@ func (s *Source) Run(ctx context.Context, emit cdc.Emit) error {
 		}()
 	}
 	defer stopKeep()
+	if s.loader != nil {
+		if err := s.loader.open(ctx); err != nil {
+			return err
+		}
+	}
 	g, gctx := errgroup.WithContext(runCtx)
 	c := newCoordinator(s, emit, g)
 	g.Go(func() error { return c.run(gctx) })
 	g.Go(func() error { return s.saveLoop(gctx) })
+	if s.loader != nil {
+		g.Go(func() error { return s.loader.run(gctx, emit) })
+	}
 	err := g.Wait()
 
 	// Readers have stopped: what is acknowledged now is final for this run.

@@ -80,6 +80,10 @@ type Status struct {
 	// ShardsLeasedElsewhere counts shards that may be read and whose lease
 	// another instance holds (or nobody yet).
 	ShardsLeasedElsewhere int `json:"shards_leased_elsewhere"`
+
+	// Snapshots are the loads of the table's existing items, the last
+	// finished ones included.
+	Snapshots []SnapshotInfo `json:"snapshots,omitempty"`
 }
 
 // ShardStatus is one shard in Status.
@@ -105,6 +109,7 @@ func (s *Source) Status() any {
 	s.mu.Lock()
 	st.StreamARN, st.Table, st.Region, st.ViewType = s.info.arn, s.info.table, s.info.region, s.info.viewType
 	st.StreamStatus, st.LastDiscovery = s.streamStatus, s.lastDiscovery
+	st.Snapshots = slices.Clone(s.loads)
 	shards := make([]*shard, 0, len(s.shards))
 	states := make([]shardState, 0, len(s.shards))
 	closed := make([]bool, 0, len(s.shards))

@@ -104,6 +104,7 @@ type listing struct {
 	rangeKey string
 	shards   []types.Shard
 	full     bool // every shard of the stream, not a filtered subset
+	asked    time.Time
 }
 
 // describe lists the stream's shards, following LastEvaluatedShardId. With
@@ -111,7 +112,7 @@ type listing struct {
 // filter), which is one call instead of a full listing.
 func (s *Source) describe(ctx context.Context, childrenOf string) (*listing, error) {
 	arn := s.info.arn
-	l := &listing{full: childrenOf == ""}
+	l := &listing{full: childrenOf == "", asked: time.Now()}
 	var start *string
 	for {
 		if err := s.describeLimit.Wait(ctx); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/cdcbridge/cdcbridge/internal/scanfake"
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
 )
 
@@ -145,12 +146,32 @@ func (b *bench) dynamoPhase(ctx context.Context) error {
 			"CDCBRIDGE_DYNAMODB_TABLE=" + ddbTable,
 			"AWS_ENDPOINT_URL_DYNAMODB=" + d.Endpoint,
 			"AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + d.Endpoint,
+			"CDCBRIDGE_DYNAMODB_SNAPSHOT=never",
 		}})
 		if err != nil {
 			return err
 		}
 		b.printRun("DynamoDB Local", i, r)
 		local = append(local, r)
+	}
+	// The same items loaded from the table (a parallel Scan) while the
+	// stream is read from now on.
+	var localLoad []throughputRun
+	for i := range b.opts.reps {
+		r, err := b.runThroughput(ctx, runSpec{name: "dynamodb-local-load", want: int64(b.opts.ddbItems), env: []string{
+			"CDCBRIDGE_SOURCE=dynamodb",
+			"CDCBRIDGE_DYNAMODB_TABLE=" + ddbTable,
+			"AWS_ENDPOINT_URL_DYNAMODB=" + d.Endpoint,
+			"AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + d.Endpoint,
+			"CDCBRIDGE_DYNAMODB_START=latest",
+			"CDCBRIDGE_DYNAMODB_SNAPSHOT=initial",
+			fmt.Sprintf("CDCBRIDGE_DYNAMODB_SNAPSHOT_SEGMENTS=%d", loadSegments),
+		}})
+		if err != nil {
+			return err
+		}
+		b.printRun("DynamoDB Local load", i, r)
+		localLoad = append(localLoad, r)
 	}
 	_ = d.Stop() // its JVM has no part in what follows
 
@@ -166,6 +187,7 @@ func (b *bench) dynamoPhase(ctx context.Context) error {
 			"CDCBRIDGE_DYNAMODB_STREAM_ARN=" + s.ARN,
 			"AWS_ENDPOINT_URL_DYNAMODB=" + s.URL,
 			"AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + s.URL,
+			"CDCBRIDGE_DYNAMODB_SNAPSHOT=never",
 		}})
 		if err != nil {
 			return err
@@ -173,10 +195,53 @@ func (b *bench) dynamoPhase(ctx context.Context) error {
 		b.printRun("scripted DynamoDB Streams", i, r)
 		scripted = append(scripted, r)
 	}
+	s.Close()
+	scriptedLoad, err := b.scriptedLoad(ctx)
+	if err != nil {
+		return err
+	}
 	b.runs["dynamodb_local"], b.runs["dynamodb_scripted"] = local, scripted
+	b.runs["dynamodb_local_load"], b.runs["dynamodb_scripted_load"] = localLoad, scriptedLoad
+	b.figs["ddb_local_load_items_per_s"] = newFigure("items/s", collect(localLoad, func(r throughputRun) float64 { return r.ChangesPerSecond }))
+	b.figs["ddb_scripted_load_items_per_s"] = newFigure("items/s", collect(scriptedLoad, func(r throughputRun) float64 { return r.ChangesPerSecond }))
+	b.figs["ddb_scripted_load_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 items", collect(scriptedLoad, func(r throughputRun) float64 { return r.CPUPer100k }))
 	b.figs["ddb_local_changes_per_s"] = newFigure("changes/s", collect(local, func(r throughputRun) float64 { return r.ChangesPerSecond }))
 	b.figs["ddb_local_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", collect(local, func(r throughputRun) float64 { return r.CPUPer100k }))
 	b.figs["ddb_scripted_changes_per_s"] = newFigure("changes/s", collect(scripted, func(r throughputRun) float64 { return r.ChangesPerSecond }))
 	b.figs["ddb_scripted_cpu_s_per_100k"] = newFigure("CPU seconds per 100,000 changes", collect(scripted, func(r throughputRun) float64 { return r.CPUPer100k }))
 	return nil
+}
+
+// loadSegments is the segments of the benchmark's loads.
+const loadSegments = 4
+
+// scriptedLoad times loads of a table served by a scripted DynamoDB
+// endpoint (parallel Scans with their consumed capacity, never throttled)
+// beside an idle scripted stream, into the null endpoint: the bridge's own
+// cost of a load, without DynamoDB Local's.
+func (b *bench) scriptedLoad(ctx context.Context) ([]throughputRun, error) {
+	scan := scanfake.New(scanfake.Options{Table: ddbTable, Items: b.opts.scriptedItems, ItemBytes: benchItem(0).size()})
+	defer scan.Close()
+	idle, err := newScriptedStreams(ddbTable, 1, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer idle.Close()
+	var runs []throughputRun
+	for i := range b.opts.reps {
+		r, err := b.runThroughput(ctx, runSpec{name: "dynamodb-scripted-load", want: int64(b.opts.scriptedItems), env: []string{
+			"CDCBRIDGE_SOURCE=dynamodb",
+			"CDCBRIDGE_DYNAMODB_STREAM_ARN=" + idle.ARN,
+			"AWS_ENDPOINT_URL_DYNAMODB=" + scan.URL,
+			"AWS_ENDPOINT_URL_DYNAMODB_STREAMS=" + idle.URL,
+			"CDCBRIDGE_DYNAMODB_SNAPSHOT=initial",
+			fmt.Sprintf("CDCBRIDGE_DYNAMODB_SNAPSHOT_SEGMENTS=%d", loadSegments),
+		}})
+		if err != nil {
+			return nil, err
+		}
+		b.printRun("scripted DynamoDB load", i, r)
+		runs = append(runs, r)
+	}
+	return runs, nil
 }
