@@ -66,7 +66,7 @@ var options = []option{
 		set: func(p *parser, c *Config, v string) { c.Postgres.Tables = p.tables(v) }},
 	{name: "POSTGRES_SNAPSHOT", def: "initial", desc: "initial (existing rows as read events when the slot is new) or never",
 		set: func(p *parser, c *Config, v string) { c.Postgres.Snapshot = p.enum(v, false, "initial", "never") }},
-	{name: "POSTGRES_SNAPSHOT_CHUNK_ROWS", def: strconv.Itoa(pgsource.DefaultSnapshotChunkRows), desc: "most rows per snapshot chunk (fewer for large rows: a chunk holds at most 8 MiB); a crash reads at most one chunk per table again",
+	{name: "POSTGRES_SNAPSHOT_CHUNK_ROWS", def: strconv.Itoa(pgsource.DefaultSnapshotChunkRows), desc: "most rows per snapshot chunk (fewer for large rows: a chunk's events take at most 8 MiB and a quarter of `MAX_INFLIGHT_BYTES`); a crash reads at most one chunk per table again",
 		set: func(p *parser, c *Config, v string) { c.Postgres.SnapshotChunkRows = p.positiveInt(v) }},
 	{name: "POSTGRES_ON_SLOT_LOST", def: "fail", desc: "the slot vanished, was invalidated or was moved ahead by something else after this bridge streamed from it (also a new cluster at the same address): fail, resnapshot or continue (accepting a gap)",
 		set: func(p *parser, c *Config, v string) {

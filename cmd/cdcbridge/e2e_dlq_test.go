@@ -43,13 +43,29 @@ func TestDLQReplay(t *testing.T) {
 
 	work := t.TempDir()
 	dlqDir := filepath.Join(work, "dlq")
+	slot := testenv.UniqueName("slot")
 	env := []string{
-		"CDCBRIDGE_SOURCE=postgres", "CDCBRIDGE_POSTGRES_URL=" + pg.URL(dbName), "CDCBRIDGE_POSTGRES_SLOT=" + testenv.UniqueName("slot"), "CDCBRIDGE_KINESIS_STREAM=" + stream,
+		"CDCBRIDGE_SOURCE=postgres", "CDCBRIDGE_POSTGRES_URL=" + pg.URL(dbName), "CDCBRIDGE_POSTGRES_SLOT=" + slot, "CDCBRIDGE_KINESIS_STREAM=" + stream,
+		"CDCBRIDGE_POSTGRES_SNAPSHOT=never", // the rows below are streamed, not read as well by a snapshot
 		"CDCBRIDGE_CHECKPOINT_STORE=file://" + filepath.Join(work, "cp.json"), "CDCBRIDGE_DLQ_DIR=" + dlqDir,
 		"AWS_ENDPOINT_URL_KINESIS=" + fake.URL,
 	}
 	b := startBridge(t, env)
 	b.waitReady(60 * time.Second)
+	// Ready comes before the slot is created: changes before its
+	// consistent point are not streamed.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var created bool
+		if err := db.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL`, slot).Scan(&created); err != nil {
+			t.Fatal(err)
+		}
+		if created {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot %s not created after 60s\n%s", slot, b.log())
+		}
+	}
 	mustExec(t, db, `INSERT INTO docs VALUES (1, 'small'), (2, repeat('x', 4000)), (3, 'small too')`)
 	b.waitMetric("cdcbridge_events_delivered_total", 3, 60*time.Second)
 	if err, _ := b.stop(20 * time.Second); err != nil {
