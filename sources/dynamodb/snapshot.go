@@ -146,6 +146,7 @@ type loader struct {
 	mu      sync.Mutex // guards jobs and rates
 	jobs    []*loadJob
 	rates   map[string]*loadRate
+	pubSeq  uint64     // publishes, so that a late one does not undo a newer one
 	saveMu  sync.Mutex // one save at a time, versions in order
 	version uint64
 

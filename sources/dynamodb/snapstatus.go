@@ -172,10 +172,17 @@ func (l *loader) publish() {
 		}
 	}
 	infos := loadInfos(l.jobs, l.rates)
+	l.pubSeq++
+	seq := l.pubSeq
 	l.mu.Unlock()
-	l.s.m.snapRunning.Set(float64(running))
-	l.s.m.snapSegments.Set(float64(l.inProgress.Load()))
 	l.s.mu.Lock()
-	l.s.loads = infos
+	// Two publishes can cross between the locks: the older one's view
+	// must not replace the newer one's (a finished load would stay
+	// "reading" in /status).
+	if seq > l.s.loadsSeq {
+		l.s.loads, l.s.loadsSeq = infos, seq
+		l.s.m.snapRunning.Set(float64(running))
+		l.s.m.snapSegments.Set(float64(l.inProgress.Load()))
+	}
 	l.s.mu.Unlock()
 }

@@ -300,6 +300,7 @@ type Source struct {
 	lastDiscovery time.Time
 	lastListing   time.Time // when the last full listing was requested
 	loads         []SnapshotInfo
+	loadsSeq      uint64 // of the loader's publish that set loads
 }
 
 // New returns a source on the stream of cfg.Table (found with ddb, which
