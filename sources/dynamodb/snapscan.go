@@ -68,7 +68,12 @@ func (l *loader) segment(ctx context.Context, info streamInfo, job *loadJob, idx
 			p, err := sc.scan(sctx, from)
 			if err != nil {
 				l.active.Delete(tok)
-				scanErr = err
+				// A scan stopped by endScan (a job cancelled while its
+				// page waits for the budget) or by the source's end did not
+				// fail: only the others fail the segment.
+				if sctx.Err() == nil {
+					scanErr = err
+				}
 				return
 			}
 			p.token = tok

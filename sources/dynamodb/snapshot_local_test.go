@@ -553,7 +553,16 @@ func TestLocalSnapshotRequest(t *testing.T) {
 	if _, err := CancelSnapshot(dir, req3.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, time.Minute, "the load cancelled while reading", func() bool { in, ok := byID(req3.ID); return ok && in.State == loadCancelled })
+	waitUntil(t, time.Minute, "the load cancelled while reading", func() bool {
+		select {
+		case err := <-r.done:
+			r.done <- err
+			t.Fatalf("Run ended: %v", err)
+		default:
+		}
+		in, ok := byID(req3.ID)
+		return ok && in.State == loadCancelled
+	})
 	if in, _ := byID(req3.ID); in.Items >= existing {
 		t.Errorf("the load cancelled while reading delivered all %d items", in.Items)
 	}
