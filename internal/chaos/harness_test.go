@@ -162,12 +162,16 @@ func (r *rig) read(ctx context.Context) (verify.Result, []verify.Record, error) 
 // timeout. The bridge must keep running meanwhile.
 func (r *rig) waitDelivered(b *Bridge, timeout time.Duration) verify.Result {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Minute)
-	defer cancel()
 	deadline := time.Now().Add(timeout)
 	wait := time.Second
 	for {
+		// Each read has its own patience: a stream read incrementally
+		// is quick, but a loaded machine can make one read slow, and an
+		// overall limit would fail the test there without saying how
+		// much was still missing.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		res, _, err := r.read(ctx)
+		cancel()
 		if err != nil {
 			r.t.Fatalf("reading the stream: %v\n%s log:\n%s", err, r.Kin.Kind, r.Kin.Log())
 		}

@@ -79,7 +79,9 @@ func (c *failoverCluster) failOver(t *testing.T) {
 }
 
 // waitCommitted waits until the workload has committed n changes: the
-// middle of its burst.
+// middle of its burst. The failover clusters commit synchronously to the
+// standby, so on a loaded machine the burst can be far slower than its
+// pace.
 func waitCommitted(t *testing.T, w *PGWorkload, n int64, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -159,7 +161,7 @@ func TestPostgresFailover(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			wait := runAsync(t, "workload", func() error { return r.Work.Run(ctx) })
-			waitCommitted(t, r.Work, int64(r.Work.Changes/3), 2*time.Minute)
+			waitCommitted(t, r.Work, int64(r.Work.Changes/3), 5*time.Minute)
 			before := r.Work.Committed()
 			cl.failOver(t)
 			wait()
@@ -215,7 +217,7 @@ func TestPostgresFailoverWithoutFailoverSlot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wait := runAsync(t, "workload", func() error { return r.Work.Run(ctx) })
-	waitCommitted(t, r.Work, int64(r.Work.Changes/3), 2*time.Minute)
+	waitCommitted(t, r.Work, int64(r.Work.Changes/3), 5*time.Minute)
 	cl.failOver(t)
 
 	// A leader whose lock connection broke with records in flight exits
