@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
@@ -253,7 +254,7 @@ func daemon(ctx context.Context, cfg *Config, log *slog.Logger) error {
 }
 
 func registerLag(reg prometheus.Registerer, src source) {
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "cdcbridge_lag_seconds",
 		Help: "Now minus the commit time of the oldest change not yet accepted by Kinesis; 0 when nothing is pending.",
 	}, func() float64 {
@@ -262,5 +263,5 @@ func registerLag(reg prometheus.Registerer, src source) {
 			return 0
 		}
 		return max(0, time.Since(t).Seconds())
-	}))
+	})
 }

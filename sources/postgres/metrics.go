@@ -3,12 +3,15 @@ package postgres
 import (
 	"strconv"
 
-	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/cdcbridge/cdcbridge/cdc"
+	"github.com/cdcbridge/cdcbridge/sources"
 )
 
 type metrics struct {
-	received             map[cdc.Op]prometheus.Counter
+	received             *sources.Received
 	slotLagBytes         prometheus.Gauge
 	confirmedLSN         prometheus.Gauge
 	role                 *prometheus.GaugeVec
@@ -28,82 +31,71 @@ type metrics struct {
 // newMetrics creates the source's metrics and registers them with reg
 // (nil: not registered).
 func newMetrics(reg prometheus.Registerer) *metrics {
-	recv := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "cdcbridge_events_received_total",
-		Help: "Events read from the source, by op.",
-	}, []string{"source", "op"})
+	f := promauto.With(reg)
 	m := &metrics{
-		received: make(map[cdc.Op]prometheus.Counter),
-		slotLagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+		received: sources.NewReceived(f, "postgres", cdc.Ops...),
+		slotLagBytes: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cdcbridge_postgres_slot_lag_bytes",
 			Help: "WAL the slot holds: pg_current_wal_lsn() - confirmed_flush_lsn, polled on a normal connection.",
 		}),
-		confirmedLSN: prometheus.NewGauge(prometheus.GaugeOpts{
+		confirmedLSN: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cdcbridge_postgres_confirmed_lsn",
 			Help: "The LSN last confirmed to the server (as a number).",
 		}),
-		role: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		role: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cdcbridge_postgres_role",
 			Help: "1 for this instance's role: active (holds the slot's lock) or standby (waits for it).",
 		}, []string{"role"}),
-		snapRows: prometheus.NewCounterVec(prometheus.CounterOpts{
+		snapRows: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cdcbridge_postgres_snapshot_rows_total",
 			Help: "Rows snapshots delivered as read events (accepted by the sink), by table.",
 		}, []string{"table"}),
-		snapTablesInProgress: prometheus.NewGauge(prometheus.GaugeOpts{
+		snapTablesInProgress: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cdcbridge_postgres_snapshot_tables_in_progress",
 			Help: "Tables a snapshot is reading now.",
 		}),
-		snapRunning: prometheus.NewGauge(prometheus.GaugeOpts{
+		snapRunning: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cdcbridge_postgres_snapshot_running",
 			Help: "1 while a snapshot has tables left to read.",
 		}),
-		slotLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+		slotLost: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cdcbridge_postgres_slot_lost_total",
 			Help: "Times the slot was found gone or invalidated after streaming from it, by the action taken (fail, resnapshot, continue).",
 		}, []string{"action"}),
-		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+		reconnects: f.NewCounter(prometheus.CounterOpts{
 			Name: "cdcbridge_postgres_reconnects_total",
 			Help: "Replication sessions restarted after an error.",
 		}),
-		statusUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+		statusUpdates: f.NewCounter(prometheus.CounterOpts{
 			Name: "cdcbridge_postgres_status_updates_total",
 			Help: "Standby status updates sent.",
 		}),
-		pubChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+		pubChanges: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cdcbridge_postgres_publication_changes_total",
 			Help: "Tables added to or moved between the bridge's publications, by publication kind (main, insert_only).",
 		}, []string{"publication"}),
-		skippedTables: prometheus.NewGauge(prometheus.GaugeOpts{
+		skippedTables: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cdcbridge_postgres_tables_without_identity",
 			Help: "Published tables without a usable replica identity (inserts only).",
 		}),
-		serverInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		serverInfo: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cdcbridge_postgres_server_info",
 			Help: "1 for the server the source reads from: system identifier, timeline and major version. A failover keeps the system identifier and starts a new timeline.",
 		}, []string{"system_id", "timeline", "version"}),
-		timeline: prometheus.NewGauge(prometheus.GaugeOpts{
+		timeline: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cdcbridge_postgres_timeline",
 			Help: "The server's timeline (IDENTIFY_SYSTEM); it changes when a standby is promoted.",
 		}),
-		failoverSlot: prometheus.NewGauge(prometheus.GaugeOpts{
+		failoverSlot: f.NewGauge(prometheus.GaugeOpts{
 			Name: "cdcbridge_postgres_failover_slot",
 			Help: "1 when the slot is a failover slot (PostgreSQL 17+) that standbys keep a copy of.",
 		}),
-	}
-	for _, op := range cdc.Ops {
-		m.received[op] = recv.WithLabelValues("postgres", op.String())
 	}
 	m.role.WithLabelValues("active")
 	m.role.WithLabelValues("standby")
 	m.slotLost.WithLabelValues(OnSlotLostFail)
 	m.slotLost.WithLabelValues(OnSlotLostResnapshot)
 	m.slotLost.WithLabelValues(OnSlotLostContinue)
-	if reg != nil {
-		reg.MustRegister(recv, m.slotLagBytes, m.confirmedLSN, m.role, m.snapRows, m.snapTablesInProgress,
-			m.snapRunning, m.slotLost, m.reconnects, m.statusUpdates, m.pubChanges, m.skippedTables,
-			m.serverInfo, m.timeline, m.failoverSlot)
-	}
 	return m
 }
 
