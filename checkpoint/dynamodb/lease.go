@@ -41,28 +41,6 @@ const (
 	AttrClaimedBy    = "claimed_by"
 )
 
-// ErrLeaseLost is returned (wrapped) when the caller no longer owns a
-// lease it renews, releases or checkpoints: another instance took it. A
-// checkpoint refused for that reason also matches checkpoint.ErrStale.
-var ErrLeaseLost = errors.New("the lease is held by another owner")
-
-// ErrLeaseChanged is returned (wrapped) by Take when the lease changed
-// since it was read: another instance took or renewed it first.
-var ErrLeaseChanged = errors.New("the lease changed since it was read")
-
-// Lease is one item of a scope as List reads it.
-type Lease struct {
-	Key       string
-	Owner     string // "" when the lease is free
-	Counter   int64  // 0 when the key was never leased
-	Parent    string
-	ExpiresAt time.Time
-	// Checkpoint is the key's checkpoint; HasCheckpoint is false when
-	// none was saved yet.
-	Checkpoint    checkpoint.Checkpoint
-	HasCheckpoint bool
-}
-
 // Leases takes, renews and releases leases in a Store's table on behalf of
 // one owner. It is safe for concurrent use.
 type Leases struct {
@@ -86,13 +64,11 @@ func NewLeases(s *Store, owner string) (*Leases, error) {
 // Owner returns the owner id the leases are taken for.
 func (l *Leases) Owner() string { return l.owner }
 
-// Store returns the underlying checkpoint store.
-func (l *Leases) Store() *Store { return l.s }
 
 // List returns every item of scope (see Scope), in key order, with a
 // strongly consistent read.
-func (l *Leases) List(ctx context.Context, scope string) ([]Lease, error) {
-	var out []Lease
+func (l *Leases) List(ctx context.Context, scope string) ([]checkpoint.Lease, error) {
+	var out []checkpoint.Lease
 	p := dynamodb.NewQueryPaginator(l.s.client, &dynamodb.QueryInput{
 		TableName:                aws.String(l.s.table),
 		KeyConditionExpression:   aws.String("#s = :s"),
@@ -118,8 +94,8 @@ func (l *Leases) List(ctx context.Context, scope string) ([]Lease, error) {
 	return out, nil
 }
 
-func decodeLease(item map[string]types.AttributeValue) (Lease, error) {
-	var le Lease
+func decodeLease(item map[string]types.AttributeValue) (checkpoint.Lease, error) {
+	var le checkpoint.Lease
 	if k, ok := item[AttrKey].(*types.AttributeValueMemberS); ok {
 		le.Key = k.Value
 	}
@@ -188,8 +164,8 @@ func counterValue(n int64) types.AttributeValue {
 // seen.Counter (or it was never leased). That covers a free lease, an
 // expired one and a steal alike; the caller decides which it may take. It
 // returns the lease as it now stands, with its checkpoint, or an error
-// wrapping ErrLeaseChanged.
-func (l *Leases) Take(ctx context.Context, seen Lease, d time.Duration) (Lease, error) {
+// wrapping checkpoint.ErrLeaseChanged.
+func (l *Leases) Take(ctx context.Context, seen checkpoint.Lease, d time.Duration) (checkpoint.Lease, error) {
 	names := map[string]string{"#o": AttrLeaseOwner, "#c": AttrLeaseCounter, "#e": AttrLeaseExpires, "#u": AttrUpdatedAt}
 	values := map[string]types.AttributeValue{
 		":me":   &types.AttributeValueMemberS{Value: l.owner},
@@ -219,22 +195,22 @@ func (l *Leases) Take(ctx context.Context, seen Lease, d time.Duration) (Lease, 
 	})
 	var failed *types.ConditionalCheckFailedException
 	if errors.As(err, &failed) {
-		return Lease{}, fmt.Errorf("checkpoint dynamodb: taking the lease of %s at counter %d: %w", seen.Key, seen.Counter, ErrLeaseChanged)
+		return checkpoint.Lease{}, fmt.Errorf("checkpoint dynamodb: taking the lease of %s at counter %d: %w", seen.Key, seen.Counter, checkpoint.ErrLeaseChanged)
 	}
 	if err != nil {
-		return Lease{}, fmt.Errorf("checkpoint dynamodb: taking the lease of %s: %w", seen.Key, err)
+		return checkpoint.Lease{}, fmt.Errorf("checkpoint dynamodb: taking the lease of %s: %w", seen.Key, err)
 	}
 	le, err := decodeLease(out.Attributes)
 	if err != nil {
-		return Lease{}, fmt.Errorf("checkpoint dynamodb: taking the lease of %s: %w", seen.Key, err)
+		return checkpoint.Lease{}, fmt.Errorf("checkpoint dynamodb: taking the lease of %s: %w", seen.Key, err)
 	}
 	return le, nil
 }
 
 // Renew extends a lease the caller holds (as Take or the last Renew
 // returned it) by d from now and returns it with its new counter, or an
-// error wrapping ErrLeaseLost when another instance took it.
-func (l *Leases) Renew(ctx context.Context, held Lease, d time.Duration) (Lease, error) {
+// error wrapping checkpoint.ErrLeaseLost when another instance took it.
+func (l *Leases) Renew(ctx context.Context, held checkpoint.Lease, d time.Duration) (checkpoint.Lease, error) {
 	_, err := l.s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                           aws.String(l.s.table),
 		Key:                                 itemKey(held.Key),
@@ -255,7 +231,7 @@ func (l *Leases) Renew(ctx context.Context, held Lease, d time.Duration) (Lease,
 // Release gives a held lease back: the owner is removed, so that another
 // instance may take it at once. Call it only once the key's checkpoint
 // covers everything this owner sent.
-func (l *Leases) Release(ctx context.Context, held Lease) error {
+func (l *Leases) Release(ctx context.Context, held checkpoint.Lease) error {
 	_, err := l.s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                           aws.String(l.s.table),
 		Key:                                 itemKey(held.Key),
@@ -271,9 +247,9 @@ func (l *Leases) Release(ctx context.Context, held Lease) error {
 // Save writes the checkpoint of a lease the caller owns. Like Store.Save
 // it never moves the position backwards (checkpoint.ErrStale); when the
 // caller no longer owns the lease it fails with an error matching both
-// ErrLeaseLost and checkpoint.ErrStale. The counter is not checked, so
+// checkpoint.ErrLeaseLost and checkpoint.ErrStale. The counter is not checked, so
 // saves and renewals do not race.
-func (l *Leases) Save(ctx context.Context, held Lease, c checkpoint.Checkpoint) error {
+func (l *Leases) Save(ctx context.Context, held checkpoint.Lease, c checkpoint.Checkpoint) error {
 	names := map[string]string{"#p": AttrPosition, "#u": AttrUpdatedAt, "#d": AttrData, "#o": AttrLeaseOwner}
 	values := map[string]types.AttributeValue{
 		":p":  &types.AttributeValueMemberS{Value: c.Position},
@@ -298,7 +274,7 @@ func (l *Leases) Save(ctx context.Context, held Lease, c checkpoint.Checkpoint) 
 	if errors.As(err, &failed) {
 		old, _ := decodeLease(failed.Item)
 		if old.Owner != l.owner {
-			return fmt.Errorf("checkpoint dynamodb: saving %s at %q: owner is %q: %w (%w)", held.Key, c.Position, old.Owner, ErrLeaseLost, checkpoint.ErrStale)
+			return fmt.Errorf("checkpoint dynamodb: saving %s at %q: owner is %q: %w (%w)", held.Key, c.Position, old.Owner, checkpoint.ErrLeaseLost, checkpoint.ErrStale)
 		}
 		return fmt.Errorf("checkpoint dynamodb: saving %s at %q, stored %q: %w", held.Key, c.Position, old.Checkpoint.Position, checkpoint.ErrStale)
 	}
@@ -308,13 +284,13 @@ func (l *Leases) Save(ctx context.Context, held Lease, c checkpoint.Checkpoint) 
 	return nil
 }
 
-// ownerError turns a failed conditional owner check into ErrLeaseLost.
-func (l *Leases) ownerError(what string, held Lease, err error) error {
+// ownerError turns a failed conditional owner check into checkpoint.ErrLeaseLost.
+func (l *Leases) ownerError(what string, held checkpoint.Lease, err error) error {
 	var failed *types.ConditionalCheckFailedException
 	if errors.As(err, &failed) {
 		old, _ := decodeLease(failed.Item)
 		return fmt.Errorf("checkpoint dynamodb: %s the lease of %s at counter %d: now owner %q, counter %d: %w",
-			what, held.Key, held.Counter, old.Owner, old.Counter, ErrLeaseLost)
+			what, held.Key, held.Counter, old.Owner, old.Counter, checkpoint.ErrLeaseLost)
 	}
 	if err != nil {
 		return fmt.Errorf("checkpoint dynamodb: %s the lease of %s: %w", what, held.Key, err)

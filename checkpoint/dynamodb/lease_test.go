@@ -20,7 +20,7 @@ func leasesT(t *testing.T, s *Store, owner string) *Leases {
 	return l
 }
 
-func findLease(t *testing.T, l *Leases, scope, key string) Lease {
+func findLease(t *testing.T, l *Leases, scope, key string) checkpoint.Lease {
 	t.Helper()
 	all, err := l.List(context.Background(), scope)
 	if err != nil {
@@ -32,7 +32,7 @@ func findLease(t *testing.T, l *Leases, scope, key string) Lease {
 		}
 	}
 	t.Fatalf("no item %s in scope %s: %+v", key, scope, all)
-	return Lease{}
+	return checkpoint.Lease{}
 }
 
 // TestLeaseLifecycle: register, take, renew, checkpoint, steal, the old
@@ -68,8 +68,8 @@ func TestLeaseLifecycle(t *testing.T) {
 		t.Fatalf("taken lease %+v", held)
 	}
 	// b read it before a took it: its take fails.
-	if _, err := b.Take(ctx, seen, 10*time.Second); !errors.Is(err, ErrLeaseChanged) {
-		t.Fatalf("Take with a stale counter: %v, want ErrLeaseChanged", err)
+	if _, err := b.Take(ctx, seen, 10*time.Second); !errors.Is(err, checkpoint.ErrLeaseChanged) {
+		t.Fatalf("Take with a stale counter: %v, want checkpoint.ErrLeaseChanged", err)
 	}
 	if held, err = a.Renew(ctx, held, 10*time.Second); err != nil || held.Counter != 2 {
 		t.Fatalf("Renew: %+v, %v", held, err)
@@ -77,10 +77,10 @@ func TestLeaseLifecycle(t *testing.T) {
 	if err := a.Save(ctx, held, checkpoint.Checkpoint{Position: "0100", Data: []byte(`{"x":1}`)}); err != nil {
 		t.Fatalf("owner's Save: %v", err)
 	}
-	if err := b.Save(ctx, held, checkpoint.Checkpoint{Position: "0200"}); !errors.Is(err, ErrLeaseLost) || !errors.Is(err, checkpoint.ErrStale) {
-		t.Fatalf("Save by a non-owner: %v, want ErrLeaseLost and ErrStale", err)
+	if err := b.Save(ctx, held, checkpoint.Checkpoint{Position: "0200"}); !errors.Is(err, checkpoint.ErrLeaseLost) || !errors.Is(err, checkpoint.ErrStale) {
+		t.Fatalf("Save by a non-owner: %v, want checkpoint.ErrLeaseLost and ErrStale", err)
 	}
-	if err := a.Save(ctx, held, checkpoint.Checkpoint{Position: "0050"}); !errors.Is(err, checkpoint.ErrStale) || errors.Is(err, ErrLeaseLost) {
+	if err := a.Save(ctx, held, checkpoint.Checkpoint{Position: "0050"}); !errors.Is(err, checkpoint.ErrStale) || errors.Is(err, checkpoint.ErrLeaseLost) {
 		t.Fatalf("Save backwards by the owner: %v, want ErrStale only", err)
 	}
 	// A plain checkpoint save keeps the lease attributes.
@@ -97,14 +97,14 @@ func TestLeaseLifecycle(t *testing.T) {
 	if stolen.Owner != "b" || stolen.Counter != 3 || stolen.Checkpoint.Position != "0100" || !stolen.HasCheckpoint {
 		t.Fatalf("stolen lease %+v, want owner b, counter 3 and the checkpoint", stolen)
 	}
-	if _, err := a.Renew(ctx, held, 10*time.Second); !errors.Is(err, ErrLeaseLost) {
-		t.Fatalf("old owner's Renew: %v, want ErrLeaseLost", err)
+	if _, err := a.Renew(ctx, held, 10*time.Second); !errors.Is(err, checkpoint.ErrLeaseLost) {
+		t.Fatalf("old owner's Renew: %v, want checkpoint.ErrLeaseLost", err)
 	}
-	if err := a.Save(ctx, held, checkpoint.Checkpoint{Position: "0150"}); !errors.Is(err, ErrLeaseLost) {
-		t.Fatalf("old owner's Save: %v, want ErrLeaseLost", err)
+	if err := a.Save(ctx, held, checkpoint.Checkpoint{Position: "0150"}); !errors.Is(err, checkpoint.ErrLeaseLost) {
+		t.Fatalf("old owner's Save: %v, want checkpoint.ErrLeaseLost", err)
 	}
-	if err := a.Release(ctx, held); !errors.Is(err, ErrLeaseLost) {
-		t.Fatalf("old owner's Release: %v, want ErrLeaseLost", err)
+	if err := a.Release(ctx, held); !errors.Is(err, checkpoint.ErrLeaseLost) {
+		t.Fatalf("old owner's Release: %v, want checkpoint.ErrLeaseLost", err)
 	}
 
 	if err := b.Release(ctx, stolen); err != nil {
@@ -114,8 +114,8 @@ func TestLeaseLifecycle(t *testing.T) {
 	if free.Owner != "" || free.Counter != 4 || free.Checkpoint.Position != "0100" || !free.ExpiresAt.IsZero() {
 		t.Fatalf("released lease %+v, want free at counter 4 with its checkpoint", free)
 	}
-	if err := b.Save(ctx, stolen, checkpoint.Checkpoint{Position: "0300"}); !errors.Is(err, ErrLeaseLost) {
-		t.Fatalf("Save after Release: %v, want ErrLeaseLost", err)
+	if err := b.Save(ctx, stolen, checkpoint.Checkpoint{Position: "0300"}); !errors.Is(err, checkpoint.ErrLeaseLost) {
+		t.Fatalf("Save after Release: %v, want checkpoint.ErrLeaseLost", err)
 	}
 	again, err := a.Take(ctx, free, 10*time.Second)
 	if err != nil || again.Owner != "a" || again.Counter != 5 {
@@ -148,7 +148,7 @@ func TestLeaseTakeRace(t *testing.T) {
 				switch {
 				case err == nil:
 					wins[o] = append(wins[o], got.Key)
-				case !errors.Is(err, ErrLeaseChanged):
+				case !errors.Is(err, checkpoint.ErrLeaseChanged):
 					t.Errorf("owner %d: %v", o, err)
 				}
 			}

@@ -24,7 +24,7 @@ func checkPostgresSnapshots(ctx context.Context, cfg *Config) checkResult {
 	if err != nil {
 		return warn(name, "", "cannot read the checkpoint store: %v", err)
 	}
-	store, err := openStore(ctx, cfg, awsCfg, true)
+	store, _, err := openStore(ctx, cfg, awsCfg, true)
 	if err != nil {
 		return warn(name, "", "cannot read the checkpoint store: %v", err)
 	}

@@ -37,7 +37,7 @@ func snapshotDynamoDB(ctx context.Context, cfg *Config, op snapshotOp, stdout, s
 	dir := cfg.DynamoDB.RequestDir
 	switch {
 	case op.Status:
-		store, err := openStore(ctx, cfg, aws.Config{}, true)
+		store, _, err := openStore(ctx, cfg, aws.Config{}, true)
 		if err != nil {
 			return fail(err)
 		}

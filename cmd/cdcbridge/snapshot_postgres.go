@@ -22,7 +22,7 @@ func snapshotPostgres(ctx context.Context, cfg *Config, op snapshotOp, stdout, s
 		if err != nil {
 			return fail(err)
 		}
-		store, err := openStore(ctx, cfg, awsCfg, true)
+		store, _, err := openStore(ctx, cfg, awsCfg, true)
 		if err != nil {
 			return fail(err)
 		}

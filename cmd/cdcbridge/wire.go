@@ -27,10 +27,10 @@ import (
 
 // openStore opens the configured checkpoint store; readOnly opens a file
 // store without taking it from a running bridge (for commands that show
-// what it saved).
-func openStore(ctx context.Context, cfg *Config, awsCfg aws.Config, readOnly bool) (checkpoint.Store, error) {
-	var store checkpoint.Store
-	var err error
+// what it saved). shared is the same store when instances share it (a
+// DynamoDB table, where they also share a stream's shards through leases);
+// nil for a file.
+func openStore(ctx context.Context, cfg *Config, awsCfg aws.Config, readOnly bool) (store checkpoint.Store, shared *ddbstore.Store, err error) {
 	switch cfg.Store.Scheme {
 	case "file":
 		if readOnly {
@@ -39,14 +39,15 @@ func openStore(ctx context.Context, cfg *Config, awsCfg aws.Config, readOnly boo
 			store, err = filestore.Open(cfg.Store.Target)
 		}
 	case "dynamodb":
-		store, err = ddbstore.Open(ctx, dynamodb.NewFromConfig(awsCfg), cfg.Store.Target)
+		shared, err = ddbstore.Open(ctx, dynamodb.NewFromConfig(awsCfg), cfg.Store.Target)
+		store = shared
 	default:
 		err = fmt.Errorf("unknown scheme %q", cfg.Store.Scheme)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("opening checkpoint store (CDCBRIDGE_CHECKPOINT_STORE): %w", err)
+		return nil, nil, fmt.Errorf("opening checkpoint store (CDCBRIDGE_CHECKPOINT_STORE): %w", err)
 	}
-	return store, nil
+	return store, shared, nil
 }
 
 // build wires the configured source, checkpoint store and sink.
@@ -63,7 +64,7 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 		return nil, err
 	}
 
-	store, err := openStore(ctx, cfg, awsCfg, false)
+	store, shared, err := openStore(ctx, cfg, awsCfg, false)
 	if err != nil {
 		return fail(err)
 	}
@@ -94,16 +95,14 @@ func build(ctx context.Context, cfg *Config, reg *prometheus.Registry, log *slog
 		}
 		p.source = src
 	case "dynamodb":
-		// A shared store means shared shards: leases in the same table.
-		var leases *ddbstore.Leases
-		if s, ok := store.(*ddbstore.Store); ok {
-			if leases, err = ddbstore.NewLeases(s, leaseOwner()); err != nil {
+		dc := cfg.DynamoDB
+		dc.Heartbeat = h.heartbeat("dynamodb source")
+		if shared != nil {
+			// A shared store means shared shards: leases in the same table.
+			if dc.Leases, err = ddbstore.NewLeases(shared, leaseOwner()); err != nil {
 				return fail(err)
 			}
 		}
-		dc := cfg.DynamoDB
-		dc.Heartbeat = h.heartbeat("dynamodb source")
-		dc.Leases = leases
 		dc.Fence = gate
 		src, err := ddbsource.New(dc, dynamodb.NewFromConfig(awsCfg), streamsClient(awsCfg), store, reg, log.With("component", "dynamodb"))
 		if err != nil {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/checkpoint"
-	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
 )
 
 // Lease rounds: every half lease duration each instance lists the stream's
@@ -51,7 +50,7 @@ func (c *coordinator) leaseRound(ctx context.Context) error {
 		s.log.Warn("listing shard leases failed; retrying", "err", err)
 		return nil
 	}
-	leases := map[string]ddbstore.Lease{}
+	leases := map[string]checkpoint.Lease{}
 	prefix := m.scope + "/"
 	for _, le := range items {
 		id, ok := strings.CutPrefix(le.Key, prefix)
@@ -66,7 +65,7 @@ func (c *coordinator) leaseRound(ctx context.Context) error {
 		return err
 	}
 	for _, sh := range registered {
-		leases[sh.id] = ddbstore.Lease{Key: sh.key, Parent: sh.parent}
+		leases[sh.id] = checkpoint.Lease{Key: sh.key, Parent: sh.parent}
 	}
 	m.observe(leases, at)
 	if err := c.schedule(ctx); err != nil {
@@ -76,7 +75,7 @@ func (c *coordinator) leaseRound(ctx context.Context) error {
 }
 
 // observe records each lease's counter and since when it is unchanged.
-func (m *leaseManager) observe(leases map[string]ddbstore.Lease, at time.Time) {
+func (m *leaseManager) observe(leases map[string]checkpoint.Lease, at time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	seen := make(map[string]bool, len(leases))
@@ -98,7 +97,7 @@ func (m *leaseManager) observe(leases map[string]ddbstore.Lease, at time.Time) {
 // mergeLeases adds the unfinished shards other instances registered,
 // marks the shards they finished, and ends tenures whose lease shows
 // another owner.
-func (c *coordinator) mergeLeases(leases map[string]ddbstore.Lease) {
+func (c *coordinator) mergeLeases(leases map[string]checkpoint.Lease) {
 	s, m := c.s, c.s.lm
 	me := m.table.Owner()
 	s.mu.Lock()
@@ -138,7 +137,7 @@ func (c *coordinator) mergeLeases(leases map[string]ddbstore.Lease) {
 // registerMissing creates the lease items of the shards this instance knows
 // from DescribeStream and the table lacks, parents before children, so
 // that an instance that sees a child in the table also sees its parent.
-func (c *coordinator) registerMissing(ctx context.Context, leases map[string]ddbstore.Lease) ([]*shard, error) {
+func (c *coordinator) registerMissing(ctx context.Context, leases map[string]checkpoint.Lease) ([]*shard, error) {
 	s, m := c.s, c.s.lm
 	s.mu.Lock()
 	var missing []*shard
@@ -176,12 +175,12 @@ func (c *coordinator) registerMissing(ctx context.Context, leases map[string]ddb
 
 type leaseCandidate struct {
 	id    string
-	lease ddbstore.Lease
+	lease checkpoint.Lease
 	since time.Time // its counter is unchanged since
 }
 
 // balance takes and steals leases toward this instance's fair share.
-func (c *coordinator) balance(ctx context.Context, leases map[string]ddbstore.Lease, at time.Time) error {
+func (c *coordinator) balance(ctx context.Context, leases map[string]checkpoint.Lease, at time.Time) error {
 	s, m := c.s, c.s.lm
 	me := m.table.Owner()
 	var free, expired []leaseCandidate
@@ -271,7 +270,7 @@ func (c *coordinator) takeLease(ctx context.Context, cd leaseCandidate, how stri
 	le, err := m.table.Take(tctx, cd.lease, m.d)
 	cancel()
 	switch {
-	case errors.Is(err, ddbstore.ErrLeaseChanged):
+	case errors.Is(err, checkpoint.ErrLeaseChanged):
 		return false, nil
 	case err != nil:
 		if ctx.Err() != nil {
@@ -397,7 +396,7 @@ func (c *coordinator) startTenure(ctx context.Context, t *tenure) {
 		switch {
 		case err == nil, ctx.Err() != nil:
 			return err
-		case errors.Is(err, errTenureEnded), errors.Is(err, ddbstore.ErrLeaseLost):
+		case errors.Is(err, errTenureEnded), errors.Is(err, checkpoint.ErrLeaseLost):
 			m.mu.Lock()
 			m.endLocked(t, "its checkpoint was refused", err)
 			m.mu.Unlock()

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/checkpoint"
-	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
 	"github.com/cdcbridge/cdcbridge/internal/fence"
 )
 
@@ -69,6 +68,21 @@ func (st tenureState) String() string {
 	return "ended"
 }
 
+// LeaseStore is what the source needs of a store whose leases instances
+// share (checkpoint/dynamodb's Leases): listing a scope's leases,
+// registering a new key, taking, renewing and releasing a lease, saving a
+// checkpoint only while holding its lease, and claiming a periodic task.
+type LeaseStore interface {
+	Owner() string
+	List(ctx context.Context, scope string) ([]checkpoint.Lease, error)
+	Register(ctx context.Context, key, parent string) error
+	Take(ctx context.Context, seen checkpoint.Lease, d time.Duration) (checkpoint.Lease, error)
+	Renew(ctx context.Context, held checkpoint.Lease, d time.Duration) (checkpoint.Lease, error)
+	Release(ctx context.Context, held checkpoint.Lease) error
+	Save(ctx context.Context, held checkpoint.Lease, c checkpoint.Checkpoint) error
+	Claim(ctx context.Context, key string, every time.Duration) (bool, error)
+}
+
 // tenure is this instance's hold on one shard's lease.
 type tenure struct {
 	sh      *shard
@@ -79,7 +93,7 @@ type tenure struct {
 	opMu sync.Mutex // serialises renewals and the release
 
 	// Guarded by leaseManager.mu.
-	lease       ddbstore.Lease
+	lease       checkpoint.Lease
 	state       tenureState
 	validTo     time.Time
 	lastAttempt time.Time // send time of the last renewal attempt
@@ -93,7 +107,7 @@ type tenure struct {
 // leaseManager keeps this instance's tenures.
 type leaseManager struct {
 	s     *Source
-	table *ddbstore.Leases
+	table LeaseStore
 	d     time.Duration // lease duration
 	delay time.Duration // wait before reading a lease taken over: d + SendTimeout
 	gate  *fence.Gate
@@ -205,7 +219,7 @@ func (m *leaseManager) renew(ctx context.Context, t *tenure) {
 			m.s.log.Info("lease renewed again: reading the shard on", "shard", t.sh.id)
 			m.notify()
 		}
-	case errors.Is(err, ddbstore.ErrLeaseLost):
+	case errors.Is(err, checkpoint.ErrLeaseLost):
 		m.s.m.leasesLost.Inc()
 		m.endLocked(t, "another instance took the lease over", err)
 	case ctx.Err() != nil:
@@ -300,7 +314,7 @@ func (m *leaseManager) add(t *tenure, taken time.Time) {
 
 // save writes a tenure's checkpoint as the lease's owner. A refusal
 // because another instance owns the lease ends the tenure and returns an
-// error wrapping ddbstore.ErrLeaseLost (not checkpoint.ErrStale: losing a
+// error wrapping checkpoint.ErrLeaseLost (not checkpoint.ErrStale: losing a
 // lease is not a reason to stop the source).
 func (m *leaseManager) save(ctx context.Context, t *tenure, c checkpoint.Checkpoint) error {
 	m.mu.Lock()
@@ -310,7 +324,7 @@ func (m *leaseManager) save(ctx context.Context, t *tenure, c checkpoint.Checkpo
 		return fmt.Errorf("shard %s: %w", t.sh.id, errTenureEnded)
 	}
 	err := m.table.Save(ctx, le, c)
-	if errors.Is(err, ddbstore.ErrLeaseLost) {
+	if errors.Is(err, checkpoint.ErrLeaseLost) {
 		m.mu.Lock()
 		m.s.m.leasesLost.Inc()
 		m.endLocked(t, "its checkpoint was refused: another instance owns the lease", err)

@@ -68,7 +68,6 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/checkpoint"
-	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
 	"github.com/cdcbridge/cdcbridge/internal/fence"
 )
 
@@ -136,7 +135,7 @@ type Config struct {
 	// leases, and full shard listings are spaced over all instances
 	// (DiscoverInterval applies to them together). Without it this
 	// instance reads every shard, and the store must not be shared.
-	Leases *ddbstore.Leases
+	Leases LeaseStore
 	// LeaseDuration is how long a lease lasts without renewal (default
 	// 10s): an instance that dies is replaced after about this long plus
 	// SendTimeout. Renewals run every third of it.
