@@ -81,12 +81,16 @@ type snapTableState struct {
 	State string `json:"state"`
 	// LastKey is the text of the key of the last row of the last chunk
 	// whose rows were all accepted; the next chunk starts after it.
-	LastKey  [][]byte `json:"last_key,omitempty"`
-	Rows     int64    `json:"rows"`
-	Chunks   int64    `json:"chunks"`
-	Note     string   `json:"note,omitempty"`
-	Started  string   `json:"started,omitempty"`
-	Finished string   `json:"finished,omitempty"`
+	LastKey [][]byte `json:"last_key,omitempty"`
+	// Reread are the keys (as text) of rows to read again with a later
+	// chunk: their read was dropped for a newer version that left
+	// unchanged TOAST values out (see marks.go).
+	Reread   [][][]byte `json:"reread,omitempty"`
+	Rows     int64      `json:"rows"`
+	Chunks   int64      `json:"chunks"`
+	Note     string     `json:"note,omitempty"`
+	Started  string     `json:"started,omitempty"`
+	Finished string     `json:"finished,omitempty"`
 	// Estimate is the table's row count from the statistics, for the
 	// time left.
 	Estimate int64 `json:"estimate,omitempty"`
@@ -100,6 +104,7 @@ func (j *snapshotJob) clone() *snapshotJob {
 	for i, t := range j.Tables {
 		tc := *t
 		tc.LastKey = slices.Clone(t.LastKey)
+		tc.Reread = slices.Clone(t.Reread)
 		c.Tables[i] = &tc
 	}
 	return &c
@@ -388,7 +393,13 @@ type tableQuery struct {
 	rel   *relation
 	first string // SQL of the first chunk ($1: the limit)
 	next  string // SQL of the next ones ($1..$n: the last key, $n+1: the limit)
+	// keyed returns the SQL that reads the rows of n keys (params: the
+	// keys' columns, key after key).
+	keyed func(n int) string
 }
+
+// maxReread bounds the keys one chunk reads again.
+const maxReread = 1000
 
 func (r *snapshots) tableQuery(ctx context.Context, t snapTable, rel *relation, where string) (*tableQuery, error) {
 	keyTypes := make([]string, len(rel.keyIdx))
@@ -434,16 +445,31 @@ func (r *snapshots) tableQuery(ctx context.Context, t snapTable, rel *relation, 
 		}
 		return q + " ORDER BY " + strings.Join(keys, ", ") + fmt.Sprintf(" LIMIT $%d", limitParam)
 	}
-	return &tableQuery{rel: rel, first: build(false, 1), next: build(true, len(keys)+1)}, nil
+	keyed := func(n int) string {
+		tuples := make([]string, n)
+		for k := range n {
+			ps := make([]string, len(keyTypes))
+			for c, typ := range keyTypes {
+				ps[c] = fmt.Sprintf("$%d::%s", k*len(keyTypes)+c+1, typ)
+			}
+			tuples[k] = "(" + strings.Join(ps, ", ") + ")"
+		}
+		c := append(slices.Clone(conds), "("+strings.Join(keys, ", ")+") IN ("+strings.Join(tuples, ", ")+")")
+		return sel.String() + " WHERE " + strings.Join(c, " AND ")
+	}
+	return &tableQuery{rel: rel, first: build(false, 1), next: build(true, len(keys)+1), keyed: keyed}, nil
 }
 
 // readChunks reads a table's chunks from its last delivered one. The next
 // chunk is read while the previous one's rows are on their way, but it
 // goes to the decoder only once they are all accepted and the progress is
-// saved, so a crash reads at most one chunk again.
+// saved, so a crash reads at most one chunk again. Rows to read again
+// (ts.Reread) are read with the next chunk, or on their own once the
+// table's last chunk has been read.
 func (r *snapshots) readChunks(ctx context.Context, job *snapshotJob, ts *snapTableState, tq *tableQuery) error {
 	r.mu.Lock()
 	from := slices.Clone(ts.LastKey)
+	pending := slices.Clone(ts.Reread) // keys to read again, in no chunk in flight
 	r.mu.Unlock()
 	limit := r.s.cfg.SnapshotChunkRows
 	capBytes := r.chunkCap()
@@ -469,12 +495,14 @@ func (r *snapshots) readChunks(ctx context.Context, job *snapshotJob, ts *snapTa
 		}
 		var w *window
 		cur = nil
-		if !last {
+		if !last || len(pending) > 0 {
+			again := slices.Clone(pending[:min(len(pending), maxReread)])
+			pending = pending[len(again):]
 			var err error
 			if w, err = r.openWindow(ctx, tq.rel.id); err != nil {
 				return err
 			}
-			if cur, err = r.readChunk(ctx, tq, from, limit, capBytes); err != nil {
+			if cur, err = r.readChunk(ctx, tq, chunkSpec{from: from, ranged: !last, reread: again, limit: limit}, capBytes); err != nil {
 				r.discardWindow(ctx, w)
 				return err
 			}
@@ -486,24 +514,41 @@ func (r *snapshots) readChunks(ctx context.Context, job *snapshotJob, ts *snapTa
 			}
 			if res.again {
 				// Read the previous chunk again; this one came after it.
+				pending = append(pending, prev.spec.reread...)
 				if w != nil {
 					r.discardWindow(ctx, w)
 					cur.release()
+					pending = append(pending, cur.spec.reread...)
 				}
-				from, prev, last = prev.from, nil, false
+				from, prev, last = prev.spec.from, nil, false
 				continue
+			}
+			if len(res.reread) > 0 {
+				r.s.log.Info("snapshot: reading rows again whose read was dropped for a newer version without its unchanged TOAST values", "id", job.ID, "table", ts.Name, "rows", len(res.reread))
+			}
+			pending = append(pending, res.reread...)
+			waiting := slices.Clone(pending)
+			if cur != nil {
+				waiting = append(waiting, cur.spec.reread...)
 			}
 			p := prev
 			r.update(func() {
-				ts.LastKey = p.last
+				if p.spec.ranged {
+					ts.LastKey = p.last
+					ts.Chunks++
+				}
+				ts.Reread = waiting
 				ts.Rows += int64(res.emitted)
-				ts.Chunks++
 			})
 			r.s.m.snapRows.WithLabelValues(ts.Name).Add(float64(res.emitted))
 			r.noteRate(ts.Name, p.read, p.rows)
 			r.save(ctx)
+			prev = nil
 		}
 		if cur == nil {
+			if len(pending) > 0 {
+				continue
+			}
 			break
 		}
 		c := cur.chunk // cur changes before the decoder runs this
@@ -511,7 +556,7 @@ func (r *snapshots) readChunks(ctx context.Context, job *snapshotJob, ts *snapTa
 			return err
 		}
 		prev = cur
-		if cur.rows < limit && !cur.cut {
+		if !cur.spec.ranged || cur.rows < limit && !cur.cut {
 			last = true
 			continue
 		}
@@ -558,12 +603,20 @@ func (r *snapshots) control(ctx context.Context, f func(context.Context, *decode
 	return ctx.Err()
 }
 
+// chunkSpec says what a chunk reads.
+type chunkSpec struct {
+	from   [][]byte   // the key it reads after (nil: the table's start)
+	ranged bool       // it reads up to limit rows after from (else only reread)
+	reread [][][]byte // keys of rows it reads again
+	limit  int
+}
+
 // chunkRun is a chunk read and the means to learn its fate.
 type chunkRun struct {
 	chunk *chunk
-	from  [][]byte // the key it was read after (nil: the table's start)
-	last  [][]byte // its last row's key
-	rows  int      // rows read (before any were dropped)
+	spec  chunkSpec
+	last  [][]byte // its last row's key (of the rows after from)
+	rows  int      // rows read after from (before any were dropped)
 	mem   int64    // memory of its events
 	cut   bool     // it ended at capBytes, not at the limit or the table's end
 	read  time.Time
@@ -574,6 +627,7 @@ type chunkRun struct {
 	// decoder is done with the chunk.
 	pending atomic.Int64
 	emitted int
+	reread  [][][]byte // what the decoder dropped to read again
 	result  chan chunkResult
 }
 
@@ -586,11 +640,12 @@ func (c *chunkRun) release() {
 type chunkResult struct {
 	emitted int
 	again   bool
+	reread  [][][]byte // keys of rows to read again
 }
 
 func (c *chunkRun) acked() {
 	if c.pending.Add(-1) == 0 {
-		c.result <- chunkResult{emitted: c.emitted}
+		c.result <- chunkResult{emitted: c.emitted, reread: c.reread}
 	}
 }
 
@@ -610,17 +665,18 @@ func (c *chunkRun) wait(ctx context.Context) (chunkResult, error) {
 const markQuery = `SELECT pg_catalog.pg_current_snapshot()::text,
 	(CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_insert_lsn() END)::text`
 
-// readChunk reads the rows after from, at most limit and at most
-// capBytes of events, in a transaction of its own, and builds them into
-// read events placed at the chunk's high mark. It reserves capBytes of the
-// sink's budget first, and keeps what the events take.
-func (r *snapshots) readChunk(ctx context.Context, tq *tableQuery, from [][]byte, limit int, capBytes int64) (*chunkRun, error) {
+// readChunk reads what spec asks for (the rows after from, at most limit
+// and at most capBytes of events, and the rows to read again), in a
+// transaction of its own, and builds them into read events placed at the
+// chunk's high mark. It reserves capBytes of the sink's budget first, and
+// keeps what the events take.
+func (r *snapshots) readChunk(ctx context.Context, tq *tableQuery, spec chunkSpec, capBytes int64) (*chunkRun, error) {
 	rel := tq.rel
 	conn := r.conn
 	if err := r.reserve(ctx, capBytes); err != nil {
 		return nil, err
 	}
-	run, err := r.queryChunk(ctx, tq, from, limit, capBytes)
+	run, err := r.queryChunk(ctx, tq, spec, capBytes)
 	if err == nil {
 		if _, err = conn.Exec(ctx, "COMMIT"); err != nil {
 			err = fmt.Errorf("snapshot of %s: %w", rel.qualified, err)
@@ -645,7 +701,7 @@ func (r *snapshots) readChunk(ctx context.Context, tq *tableQuery, from [][]byte
 	return run, nil
 }
 
-func (r *snapshots) queryChunk(ctx context.Context, tq *tableQuery, from [][]byte, limit int, capBytes int64) (*chunkRun, error) {
+func (r *snapshots) queryChunk(ctx context.Context, tq *tableQuery, spec chunkSpec, capBytes int64) (*chunkRun, error) {
 	if _, err := r.conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		return nil, fmt.Errorf("snapshot of %s: %w", tq.rel.qualified, err)
 	}
@@ -663,30 +719,25 @@ func (r *snapshots) queryChunk(ctx context.Context, tq *tableQuery, from [][]byt
 		return nil, err
 	}
 	high := highMark(insert, r.blockSize)
-	sql, params := tq.first, [][]byte{}
-	if from != nil {
-		sql, params = tq.next, slices.Clone(from)
-	}
-	params = append(params, fmt.Appendf(nil, "%d", limit))
-	run := &chunkRun{from: from, read: time.Now(), result: make(chan chunkResult, 1), r: r}
-	c := &chunk{snap: snap, high: high, index: make(map[string]int, min(limit, 1<<16))}
+	run := &chunkRun{spec: spec, read: time.Now(), result: make(chan chunkResult, 1), r: r}
+	c := &chunk{snap: snap, high: high, index: make(map[string]int, min(spec.limit, 1<<16))}
 	c.done = func(emitted int, again bool) {
 		run.release()
 		if again {
 			run.result <- chunkResult{again: true}
 			return
 		}
-		run.emitted = emitted
+		run.emitted, run.reread = emitted, c.reread
 		if run.pending.Add(-int64(len(c.events)-emitted)-1) == 0 {
-			run.result <- chunkResult{emitted: emitted}
+			run.result <- chunkResult{emitted: emitted, reread: c.reread}
 		}
 	}
 	run.chunk = c
 	seq, hiStr := cdc.SnapshotSequence(high), formatLSN(high)
-	rr := r.conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil)
 	var tup tuple
-	for rr.NextRow() {
-		vals := rr.Values()
+	// add builds a row into a read event and reports whether the chunk
+	// is full.
+	add := func(vals [][]byte) (bool, error) {
 		tup.cols = tup.cols[:0]
 		for _, v := range vals {
 			if v == nil {
@@ -700,27 +751,62 @@ func (r *snapshots) queryChunk(ctx context.Context, tq *tableQuery, from [][]byt
 			Info: cdc.SourceInfo{Snapshot: true, ConsistentPoint: hiStr, Schema: rel.schema, Table: rel.table},
 		}
 		if err := buildImages(e, rel, images{key: &tup, after: &tup}); err != nil {
-			rr.Close()
-			return nil, fmt.Errorf("snapshot of %s: %w", rel.qualified, err)
+			return false, fmt.Errorf("snapshot of %s: %w", rel.qualified, err)
 		}
 		e.ID = cdc.SnapshotID(high, rel.qualified, e.PartitionKey)
 		e.OnAck = run.acked
+		key := make([][]byte, len(rel.keyIdx))
+		run.mem += int64(len(e.After)+len(e.Key)+len(e.PartitionKey)+len(e.ID)) + eventOverhead
+		for n, i := range rel.keyIdx {
+			key[n] = slices.Clone(vals[i])
+			run.mem += int64(len(key[n])) + 24
+		}
 		c.index[string(e.Key)] = len(c.events)
 		c.events = append(c.events, e)
-		run.rows++
-		last := make([][]byte, len(rel.keyIdx))
-		for n, i := range rel.keyIdx {
-			last[n] = slices.Clone(vals[i])
+		c.keys = append(c.keys, key)
+		run.last = key
+		return run.mem >= capBytes, nil
+	}
+	if spec.ranged {
+		sql, params := tq.first, [][]byte{}
+		if spec.from != nil {
+			sql, params = tq.next, slices.Clone(spec.from)
 		}
-		run.last = last
-		run.mem += int64(len(e.After)+len(e.Key)+len(e.PartitionKey)+len(e.ID)) + eventOverhead
-		if run.mem >= capBytes {
-			run.cut = true // the rest of the result is read and discarded by Close
-			break
+		params = append(params, fmt.Appendf(nil, "%d", spec.limit))
+		rr := r.conn.PgConn().ExecParams(ctx, sql, params, nil, nil, nil)
+		for rr.NextRow() {
+			full, err := add(rr.Values())
+			if err != nil {
+				rr.Close()
+				return nil, err
+			}
+			run.rows++
+			if full {
+				run.cut = true // the rest of the result is read and discarded by Close
+				break
+			}
+		}
+		if _, err := rr.Close(); err != nil {
+			return nil, fmt.Errorf("snapshot of %s: %w", rel.qualified, err)
 		}
 	}
-	if _, err := rr.Close(); err != nil {
-		return nil, fmt.Errorf("snapshot of %s: %w", rel.qualified, err)
+	if len(spec.reread) > 0 {
+		last := run.last
+		var params [][]byte
+		for _, k := range spec.reread {
+			params = append(params, k...)
+		}
+		rr := r.conn.PgConn().ExecParams(ctx, tq.keyed(len(spec.reread)), params, nil, nil, nil)
+		for rr.NextRow() {
+			if _, err := add(rr.Values()); err != nil {
+				rr.Close()
+				return nil, err
+			}
+		}
+		if _, err := rr.Close(); err != nil {
+			return nil, fmt.Errorf("snapshot of %s: reading rows again: %w", rel.qualified, err)
+		}
+		run.last = last
 	}
 	run.pending.Store(int64(len(c.events)) + 1)
 	return run, nil

@@ -37,6 +37,12 @@ import (
 // leave the in-progress list). One decoded before the low mark is unknown
 // to the window; the window keeps the transactions decoded just before it
 // opened, and a chunk whose snapshot does not see one of them is read again.
+//
+// A dropped row whose newer version in the stream left unchanged TOAST
+// values out (an update under a key replica identity) would leave a
+// consumer that never had the row without those values. Such rows are read
+// again, by key, with a later chunk of the table (between that chunk's
+// marks, so the same rules hold), until a read of them goes out.
 
 // recentTxs is how many of the last decoded transactions a window checks.
 const recentTxs = 256
@@ -100,6 +106,7 @@ type window struct {
 	// Before the chunk arrives: what the decoder saw since the low mark.
 	recent  []uint32          // transactions decoded just before the low mark
 	changed map[string]uint32 // row key -> xid of a change since the low mark
+	partial map[string]bool   // row keys changed since the low mark with unchanged TOAST left out
 	truncs  []uint32          // xids of truncates since the low mark
 	chunk   *chunk
 }
@@ -111,17 +118,25 @@ type chunk struct {
 	high   uint64 // the high mark: the stream must pass this LSN
 	events []*cdc.Event
 	index  map[string]int // row key -> position in events
+	keys   [][][]byte     // each event's key, as text
+	// reread: the keys of rows dropped for a newer version without
+	// their unchanged TOAST values; they are read again.
+	reread [][][]byte
 	// done is called by the decoder once the rows went out: emitted is
 	// how many; again means the chunk must be read again (nothing went
 	// out).
 	done func(emitted int, again bool)
 }
 
-// drop removes the row with key from the chunk.
-func (c *chunk) drop(key string) {
+// drop removes the row with key from the chunk; partial: the newer
+// version left unchanged TOAST values out, so the row is read again.
+func (c *chunk) drop(key string, partial bool) {
 	if i, ok := c.index[key]; ok {
 		c.events[i] = nil
 		delete(c.index, key)
+		if partial {
+			c.reread = append(c.reread, c.keys[i])
+		}
 	}
 }
 
@@ -168,6 +183,7 @@ func (d *decoder) openWindow(w *window) {
 		w.recent = append(w.recent, d.marks.recent[i])
 	}
 	w.changed = make(map[string]uint32)
+	w.partial = make(map[string]bool)
 	d.marks.windows = append(d.marks.windows, w)
 	close(w.opened)
 }
@@ -192,7 +208,7 @@ func (d *decoder) chunkArrived(ctx context.Context, w *window, c *chunk) error {
 	}
 	for key, xid := range w.changed {
 		if !c.snap.visible(xid) {
-			c.drop(key)
+			c.drop(key, w.partial[key])
 		}
 	}
 	for _, xid := range w.truncs {
@@ -200,7 +216,7 @@ func (d *decoder) chunkArrived(ctx context.Context, w *window, c *chunk) error {
 			c.dropAll()
 		}
 	}
-	w.recent, w.changed, w.truncs = nil, nil, nil
+	w.recent, w.changed, w.partial, w.truncs = nil, nil, nil, nil
 	w.chunk = c
 	return d.emitChunks(ctx)
 }
@@ -211,11 +227,14 @@ func (d *decoder) noteRowChange(rel *relation, e *cdc.Event) {
 		if w.relID != rel.id {
 			continue
 		}
-		key := string(e.Key)
+		key, partial := string(e.Key), len(e.UnchangedToast) > 0
 		if w.chunk == nil {
 			w.changed[key] = d.xid
+			if partial {
+				w.partial[key] = true
+			}
 		} else if !w.chunk.snap.visible(d.xid) {
-			w.chunk.drop(key)
+			w.chunk.drop(key, partial)
 		}
 	}
 }

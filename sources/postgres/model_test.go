@@ -69,6 +69,13 @@ func (m *model) apply(events []*cdc.Event) {
 			if err := dec.Decode(&row); err != nil {
 				m.errs = append(m.errs, fmt.Sprintf("%s: after %s: %v", e.ID, e.After, err))
 			}
+			// Unchanged TOAST values are absent from after: the consumer
+			// keeps the ones it has.
+			for _, c := range e.UnchangedToast {
+				if v, ok := prev[c]; ok {
+					row[c] = v
+				}
+			}
 			tbl[key] = row
 		}
 	}
