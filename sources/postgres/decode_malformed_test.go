@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // validFrame is a well-formed message and the name errors give it.
@@ -335,4 +337,29 @@ func embedsJSON(rel *relation) bool {
 		}
 	}
 	return false
+}
+
+// TestDecodeTimestampNotISO feeds timestamp text that PostgreSQL's ISO
+// output never has (found by FuzzDecode): it is written as a JSON string
+// instead of being copied into the document.
+func TestDecodeTimestampNotISO(t *testing.T) {
+	r := newDecoderRun(testKeys)
+	r.mustFeed(t,
+		beginMsg(finalLSN, commitTime, xid),
+		relationMsg(ordersID, "public", "orders", 'd', relCol{"id", oidInt8, true}, relCol{"at", oidTimestampTZ, false}, relCol{"t", oidTimestamp, false}),
+		insertMsg(ordersID, txt("1"), txt(`2026-03-14 1"5`), txt("2026-03-14 15:09:26\n")),
+		insertMsg(ordersID, txt("2"), txt("2026-03-14 15:09:26+05"), txt("2026-03-14 15:09:26")),
+		commitMsg(finalLSN, endLSN, commitTime),
+	)
+	var after []string
+	for _, e := range r.events {
+		after = append(after, string(e.After))
+	}
+	want := []string{
+		`{"id":1,"at":"2026-03-14 1\"5","t":"2026-03-14 15:09:26\n"}`,
+		`{"id":2,"at":"2026-03-14T15:09:26+05:00","t":"2026-03-14T15:09:26"}`,
+	}
+	if diff := cmp.Diff(want, after); diff != "" {
+		t.Errorf("after images (-want +got):\n%s", diff)
+	}
 }
