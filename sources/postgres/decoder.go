@@ -55,38 +55,38 @@ func newDecoder(source string, types *typeCache, catalog catalogQuerier, pos *po
 // handle decodes one pgoutput message (an XLogData payload).
 func (d *decoder) handle(ctx context.Context, msg []byte, serverTime time.Time) error {
 	if len(msg) == 0 {
-		return nil
+		return errEmptyMessage
 	}
 	switch msg[0] {
 	case 'B':
-		var m pglogrepl.BeginMessage
-		if err := m.Decode(msg[1:]); err != nil {
-			return fmt.Errorf("decoding Begin: %w", err)
+		m, err := parseBegin(msg)
+		if err != nil {
+			return err
 		}
 		return d.begin(ctx, &m)
 	case 'C':
-		var m pglogrepl.CommitMessage
-		if err := m.Decode(msg[1:]); err != nil {
-			return fmt.Errorf("decoding Commit: %w", err)
+		m, err := parseCommit(msg)
+		if err != nil {
+			return err
 		}
 		return d.commit(ctx, &m)
 	case 'R':
-		var m pglogrepl.RelationMessage
-		if err := m.Decode(msg[1:]); err != nil {
-			return fmt.Errorf("decoding Relation: %w", err)
+		m, err := parseRelation(msg)
+		if err != nil {
+			return err
 		}
 		return d.relation(ctx, &m)
 	case 'Y':
-		var m pglogrepl.TypeMessage
-		if err := m.Decode(msg[1:]); err != nil {
-			return fmt.Errorf("decoding Type: %w", err)
+		m, err := parseType(msg)
+		if err != nil {
+			return err
 		}
 		d.types.noteName(m.DataType, m.Namespace+"."+m.Name)
 		return nil
 	case 'O':
-		var m pglogrepl.OriginMessage
-		if err := m.Decode(msg[1:]); err != nil {
-			return fmt.Errorf("decoding Origin: %w", err)
+		m, err := parseOrigin(msg)
+		if err != nil {
+			return err
 		}
 		d.origin = m.Name
 		return nil
@@ -96,20 +96,23 @@ func (d *decoder) handle(ctx context.Context, msg []byte, serverTime time.Time) 
 		}
 		return d.rowChange(ctx, msg[0])
 	case 'T':
-		var m pglogrepl.TruncateMessage
-		if err := m.Decode(msg[1:]); err != nil {
-			return fmt.Errorf("decoding Truncate: %w", err)
+		m, err := parseTruncate(msg)
+		if err != nil {
+			return err
 		}
 		return d.truncate(ctx, &m)
 	case 'M':
-		var m pglogrepl.LogicalDecodingMessage
-		if err := m.Decode(msg[1:]); err != nil {
-			return fmt.Errorf("decoding Message: %w", err)
+		m, err := parseMessage(msg)
+		if err != nil {
+			return err
 		}
 		return d.message(ctx, &m, serverTime)
+	case 'S', 'E', 'c', 'A', 'b', 'P', 'K', 'r', 'p':
+		// Streamed (in-progress) and two-phase transactions are never
+		// requested.
+		return notRequestedError(msg[0])
 	default:
-		// Streamed (in-progress) transactions are never requested.
-		return fmt.Errorf("unexpected pgoutput message type %q", msg[0])
+		return fmt.Errorf("pgoutput: %w %q", errUnknownType, msg[0])
 	}
 }
 
@@ -222,23 +225,27 @@ func (d *decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	return nil
 }
 
-func (d *decoder) rel(id uint32) (*relation, error) {
+// rel returns the relation a message of type typ refers to.
+func (d *decoder) rel(id uint32, typ byte) (*relation, error) {
 	r, ok := d.rels[id]
 	if !ok {
-		return nil, fmt.Errorf("change for relation %d before its Relation message", id)
+		return nil, fmt.Errorf("pgoutput: %s message for %w %d, which no Relation message described", messageNames[typ], errUnknownRelation, id)
 	}
 	return r, nil
 }
 
 func (d *decoder) rowChange(ctx context.Context, typ byte) error {
 	if !d.inTx {
-		return fmt.Errorf("%c message outside a transaction", typ)
+		return fmt.Errorf("%s message outside a transaction", messageNames[typ])
 	}
-	rel, err := d.rel(d.rc.relID)
+	rel, err := d.rel(d.rc.relID, typ)
 	if err != nil {
 		return err
 	}
 	rc := &d.rc
+	if err := rc.checkColumns(rel, typ); err != nil {
+		return err
+	}
 	var old, before *tuple
 	if rc.oldKind != 0 {
 		old = &rc.old
@@ -342,7 +349,7 @@ func (d *decoder) truncate(ctx context.Context, m *pglogrepl.TruncateMessage) er
 		return fmt.Errorf("Truncate message outside a transaction")
 	}
 	for _, id := range m.RelationIDs {
-		rel, err := d.rel(id)
+		rel, err := d.rel(id, 'T')
 		if err != nil {
 			return err
 		}

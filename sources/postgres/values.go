@@ -144,8 +144,8 @@ func isJSONNumber(s []byte) bool {
 // Infinities and a trailing " BC" stay as they are, as in to_jsonb.
 func appendTimestamp(b, text []byte, tz bool) []byte {
 	sp := bytes.IndexByte(text, ' ')
-	if sp < 0 || sp == 0 || text[0] < '0' || text[0] > '9' {
-		return appendString(b, text) // infinity, -infinity
+	if sp < 0 || sp == 0 || text[0] < '0' || text[0] > '9' || !plainASCII(text) {
+		return appendString(b, text) // infinity, -infinity; anything not ISO output
 	}
 	b = append(b, '"')
 	b = append(b, text[:sp]...)
@@ -173,6 +173,18 @@ func appendTimestamp(b, text []byte, tz bool) []byte {
 	}
 	b = append(b, suffix...)
 	return append(b, '"')
+}
+
+// plainASCII reports whether s can be written inside a JSON string as it
+// is: printable ASCII without quotes or backslashes, as PostgreSQL's ISO
+// date and time output always is.
+func plainASCII(s []byte) bool {
+	for _, c := range s {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // appendVector converts int2vector and oidvector ("1 2 3") to an array.
