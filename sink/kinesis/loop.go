@@ -38,10 +38,7 @@ type loop struct {
 	ctrl    <-chan any
 	refresh chan<- struct{}
 
-	// Keys and tables (keys.go).
-	keys     map[string]*keyState
-	tables   map[string]*tableState
-	freeKeys []*keyState
+	keys keyTable // keys and tables (keys.go)
 
 	// The stream as last described and listed.
 	smap        *shardMap
@@ -83,8 +80,7 @@ type loop struct {
 
 // start takes the stream's first summary and shard list.
 func (l *loop) start(s summary, shards []types.Shard) error {
-	l.keys = map[string]*keyState{}
-	l.tables = map[string]*tableState{}
+	l.keys = newKeyTable(l.cfg.Ordering == OrderingKey)
 	l.now = time.Now()
 	l.applySummary(s)
 	if err := l.installShards(shards); err != nil {

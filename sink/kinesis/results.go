@@ -77,16 +77,13 @@ func (l *loop) entryOK(b *batch, e *entry) {
 		k.sent--
 		l.acked = append(l.acked, r)
 		if t := r.table; t != nil {
-			t.done(r, l.enqueue)
-			if t.idle() {
-				delete(l.tables, t.name)
-			}
+			l.keys.tableDone(t, r, l.enqueue)
 		}
 		if k.sent == 0 {
 			if k.head != nil {
 				l.makeReady(k, true)
 			} else if k.idle() {
-				l.forgetKey(k)
+				l.keys.forget(k)
 			}
 		}
 	}
