@@ -22,7 +22,7 @@ func (l *loop) aggregate(b *batch, s *shard, hard, pace int, oneKey bool) (int, 
 		k := s.readyHead
 		take := 0
 		for r := k.head; r != nil; r = r.next {
-			if r.noAgg || r.size() > l.recordLimit {
+			if r.noAgg || r.size() > l.stream.recordLimit {
 				break
 			}
 			pkLen := len(r.pk)
@@ -55,11 +55,11 @@ func (l *loop) aggregate(b *batch, s *shard, hard, pace int, oneKey bool) (int, 
 	case 1:
 		r := b.recs[first]
 		b.recs = b.recs[:first]
-		b.addRecord(s, l.smap.version, r)
+		b.addRecord(s, l.stream.version(), r)
 		return 1, r.size()
 	}
 	blob := l.pack(a)
-	b.addAggregate(s, l.smap.version, first, blob, aggPK)
+	b.addAggregate(s, l.stream.version(), first, blob, aggPK)
 	l.m.userPerAgg.Observe(float64(n))
 	return n, len(blob) + len(*aggPK)
 }

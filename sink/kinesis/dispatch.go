@@ -114,7 +114,7 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 		k := s.readyHead
 		r := k.head
 		size := r.size()
-		if size > l.recordLimit {
+		if size > l.stream.recordLimit {
 			l.unready(s, k)
 			l.oversize(k, r)
 			continue
@@ -123,14 +123,14 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 		// Aggregate every record, or (hot) a key's run of two or more.
 		if (l.cfg.Aggregate || l.cfg.AggregateHot && k.n > 1) && !r.noAgg {
 			// The head record as a one-record aggregate: exact size.
-			if lone := l.emptyAgg.SizeWith(r.pk, "", len(r.buf)) + len(r.pk); lone <= l.aggMax {
+			if lone := l.emptyAgg.SizeWith(r.pk, "", len(r.buf)) + len(r.pk); lone <= l.stream.aggMax {
 				if lone > room {
 					return true
 				}
 				if !fits(lone) {
 					return false
 				}
-				if n, used := l.aggregate(b, s, min(l.aggMax, room), int(byteTok)-usedB, l.cfg.AggregateHot); n > 0 {
+				if n, used := l.aggregate(b, s, min(l.stream.aggMax, room), int(byteTok)-usedB, l.cfg.AggregateHot); n > 0 {
 					usedR++
 					usedB += used
 					continue
@@ -147,7 +147,7 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 		}
 		l.unready(s, k)
 		k.sent = 1
-		b.addRecord(s, l.smap.version, r)
+		b.addRecord(s, l.stream.version(), r)
 		usedR++
 		usedB += size
 	}

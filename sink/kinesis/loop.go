@@ -40,13 +40,7 @@ type loop struct {
 
 	keys keyTable // keys and tables (keys.go)
 
-	// The stream as last described and listed.
-	smap        *shardMap
-	lim         limits
-	sum         summary
-	recordLimit int         // the stream's limit, at most MaxRequestBytes
-	aggMax      int         // an aggregate's limit
-	awaitMap    []*keyState // keys of misplaced aggregates, ready again with the next map
+	stream streamView // the stream as last described and listed (shards.go)
 
 	// Ready lists (ready.go) and batching (dispatch.go).
 	active      []*shard // shards with ready keys and tokens
@@ -86,7 +80,7 @@ func (l *loop) start(s summary, shards []types.Shard) error {
 	if err := l.installShards(shards); err != nil {
 		return fmt.Errorf("stream %s: %w", l.label, err)
 	}
-	l.log.Info("kinesis producer ready", "arn", s.arn, "shards", len(l.smap.shards), "max_record_bytes", l.recordLimit,
+	l.log.Info("kinesis producer ready", "arn", s.arn, "shards", len(l.stream.smap.shards), "max_record_bytes", l.stream.recordLimit,
 		"mode", s.mode, "distribution", s.distribution, "ordering", l.cfg.Ordering, "aggregate", l.cfg.AggregateMode(), "aggregate_compression", l.cfg.AggregateCompression())
 	return nil
 }
@@ -174,7 +168,7 @@ func (l *loop) handleCtrl(m any) {
 	switch m := m.(type) {
 	case ctrlSummary:
 		l.applySummary(m.s)
-		if m.s.openShards > 0 && m.s.openShards != len(l.smap.shards) {
+		if m.s.openShards > 0 && m.s.openShards != len(l.stream.smap.shards) {
 			l.requestRefresh()
 		}
 	case ctrlShards:
@@ -191,39 +185,27 @@ func (l *loop) handleCtrl(m any) {
 
 // applySummary takes the stream's record limit and settings.
 func (l *loop) applySummary(s summary) {
-	l.sum = s
-	l.recordLimit = min(s.maxRecordKiB<<10, l.cfg.MaxRequestBytes)
-	l.aggMax = l.recordLimit
-	if l.cfg.AggregateMaxBytes > 0 {
-		l.aggMax = min(l.cfg.AggregateMaxBytes, l.recordLimit)
-	}
-	l.lim = newLimits(l.cfg.ShardHeadroom, l.recordLimit)
-	if l.smap != nil {
-		l.smap.setLimits(l.lim)
-	}
+	l.stream.apply(s, &l.cfg)
 	l.status.update(func(st *Status) {
 		st.StreamARN = s.arn
 		st.StreamStatus = string(s.status)
 		st.CapacityMode = string(s.mode)
 		st.RecordDistribution = string(s.distribution)
-		st.MaxRecordBytes = l.recordLimit
+		st.MaxRecordBytes = l.stream.recordLimit
 	})
 }
 
 // installShards replaces the shard map and moves every ready key to its
 // shard in the new map; aggregates waiting for the map go out again.
 func (l *loop) installShards(list []types.Shard) error {
-	var ver uint64 = 1
-	if l.smap != nil {
-		ver = l.smap.version + 1
-	}
-	m, err := newShardMap(list, l.smap, ver, l.lim)
+	old, err := l.stream.install(list)
 	if err != nil {
 		return err
 	}
+	m := l.stream.smap
 	var ready []*keyState
-	if l.smap != nil {
-		for _, s := range l.smap.shards {
+	if old != nil {
+		for _, s := range old.shards {
 			for k := s.readyHead; k != nil; {
 				next := k.nextReady
 				k.nextReady = nil
@@ -234,19 +216,13 @@ func (l *loop) installShards(list []types.Shard) error {
 			s.readyHead, s.readyTail, s.readyN = nil, nil, 0
 		}
 	}
-	l.smap = m
 	l.active = l.active[:0]
 	l.blocked = l.blocked[:0]
 	l.readyRecs, l.readyBytes = 0, 0
 	for _, k := range ready {
 		l.makeReady(k, k.urgent)
 	}
-	for _, k := range l.awaitMap {
-		k.parked = false
-		l.makeReady(k, true)
-	}
-	clear(l.awaitMap)
-	l.awaitMap = l.awaitMap[:0]
+	l.stream.unpark(func(k *keyState) { l.makeReady(k, true) })
 	l.m.shardRefresh.Inc()
 	l.m.shards.Set(float64(len(m.shards)))
 	l.status.update(func(st *Status) { st.Shards = len(m.shards) })

@@ -23,11 +23,7 @@ func (l *loop) makeReady(k *keyState, urgent bool) {
 	if k.head == nil || k.ready {
 		return
 	}
-	if k.shard == nil || k.mapVer != l.smap.version {
-		k.shard = l.smap.predict(k.hash)
-		k.mapVer = l.smap.version
-	}
-	s := k.shard
+	s := l.stream.shardOf(k)
 	k.ready = true
 	k.urgent = urgent
 	k.nextReady = nil

@@ -38,7 +38,7 @@ func (l *loop) handleResult(ctx context.Context, b *batch) {
 			l.entryFailed(b, e, res)
 			continue
 		}
-		if res.shardID != e.shard.id && l.sum.distribution != types.RecordDistributionStrategyAuto {
+		if res.shardID != e.shard.id && l.stream.sum.distribution != types.RecordDistributionStrategyAuto {
 			l.mismatch(e, res.shardID)
 			if e.aggregated {
 				// KCL would drop the user records whose hash keys are
@@ -138,7 +138,7 @@ func (l *loop) entryFailed(b *batch, e *entry, res *entryResult) {
 		// The shard is busier than planned (another writer, a hot
 		// shard): charge its bucket again for the throttled record, so the
 		// whole shard slows down in proportion, not only the throttled key.
-		if e.mapVer == l.smap.version {
+		if l.stream.current(e.mapVer) {
 			e.shard.recsLim.ReserveN(l.now, 1)
 		}
 	}
@@ -224,7 +224,7 @@ func (l *loop) bisect(b *batch) {
 // mismatch notes a put result in another shard than predicted: the map
 // is stale (a split or merge happened), unless it changed since.
 func (l *loop) mismatch(e *entry, got string) {
-	if e.mapVer == l.smap.version {
+	if l.stream.current(e.mapVer) {
 		l.status.setTrouble("mismatch", "shard map stale: records landed in "+got+", not "+e.shard.id+"; reloading")
 		l.requestRefresh()
 	}
@@ -234,11 +234,10 @@ func (l *loop) mismatch(e *entry, got string) {
 // (or, when a newer map is already here, makes them ready at once).
 func (l *loop) reput(b *batch, e *entry) {
 	l.m.retries.Inc()
-	stale := e.mapVer == l.smap.version
+	stale := l.stream.current(e.mapVer)
 	l.releaseKeys(b, e, func(k *keyState, _ *record) {
 		if stale {
-			k.parked = true
-			l.awaitMap = append(l.awaitMap, k)
+			l.stream.park(k)
 		} else {
 			l.makeReady(k, true)
 		}
