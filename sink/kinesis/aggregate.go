@@ -42,7 +42,7 @@ func (l *loop) aggregate(b *batch, s *shard, hard, pace int, oneKey bool) (int, 
 		if take == 0 {
 			break
 		}
-		l.unready(s, k)
+		l.ready.remove(s, k)
 		k.sent = take
 		if take < k.n || oneKey {
 			break // the aggregate is full, or holds its one key

@@ -16,11 +16,12 @@ func (l *loop) dispatch() {
 			l.send(b)
 			continue
 		}
-		if l.readyRecs == 0 || len(l.active) == 0 {
+		q := &l.ready
+		if q.recs == 0 || len(q.active) == 0 {
 			return
 		}
-		due := l.urgent || l.in.flushing() || l.readyRecs >= maxRecordsPerRequest ||
-			l.readyBytes >= int64(l.cfg.MaxRequestBytes) || l.now.Sub(l.lingerStart) >= l.cfg.Linger
+		due := q.urgent || l.in.flushing() || q.recs >= maxRecordsPerRequest ||
+			q.bytes >= int64(l.cfg.MaxRequestBytes) || l.now.Sub(q.lingerStart) >= l.cfg.Linger
 		if !due {
 			return
 		}
@@ -29,8 +30,7 @@ func (l *loop) dispatch() {
 			return
 		}
 		l.send(b)
-		l.urgent = false
-		l.lingerStart = l.now
+		q.sent(l.now)
 	}
 }
 
@@ -49,29 +49,14 @@ func (l *loop) send(b *batch) {
 // each shard's tokens. It returns nil when nothing could go.
 func (l *loop) build() *batch {
 	b := getBatch()
-	n := len(l.active)
-	start := l.cursor % max(n, 1)
-	l.cursor++
 	full := false
-	for i := 0; i < n && !full && l.fatal == nil; i++ {
-		s := l.active[(start+i)%n]
+	for s := range l.ready.rotation() {
+		if full || l.fatal != nil {
+			break
+		}
 		full = l.fillFromShard(b, s)
 	}
-	// Compact the active list: drop drained and blocked shards.
-	kept := l.active[:0]
-	for _, s := range l.active {
-		switch {
-		case s.readyHead == nil:
-			s.active = false
-		case !s.blockedUntil.IsZero():
-			s.active = false
-			l.blocked = append(l.blocked, s)
-		default:
-			kept = append(kept, s)
-		}
-	}
-	clear(l.active[len(kept):])
-	l.active = kept
+	l.ready.compact()
 	if len(b.entries) == 0 {
 		b.free()
 		return nil
@@ -115,7 +100,7 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 		r := k.head
 		size := r.size()
 		if size > l.stream.recordLimit {
-			l.unready(s, k)
+			l.ready.remove(s, k)
 			l.oversize(k, r)
 			continue
 		}
@@ -145,7 +130,7 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 		if !fits(size) {
 			return false
 		}
-		l.unready(s, k)
+		l.ready.remove(s, k)
 		k.sent = 1
 		b.addRecord(s, l.stream.version(), r)
 		usedR++

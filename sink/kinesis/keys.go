@@ -218,8 +218,7 @@ func (l *loop) enqueue(r *record) {
 	switch {
 	case wasIdle:
 		l.makeReady(k, false)
-	case k.ready && l.cfg.aggregating():
-		l.readyRecs++
-		l.readyBytes += int64(r.size())
+	case k.ready:
+		l.ready.grow(r)
 	}
 }

@@ -42,16 +42,10 @@ type loop struct {
 
 	stream streamView // the stream as last described and listed (shards.go)
 
-	// Ready lists (ready.go) and batching (dispatch.go).
-	active      []*shard // shards with ready keys and tokens
-	cursor      int
-	blocked     []*shard // shards with ready keys waiting for tokens
-	readyRecs   int
-	readyBytes  int64
-	lingerStart time.Time
-	urgent      bool
-	agg         kpl.Aggregator
-	emptyAgg    kpl.Aggregator // never added to: sizes a lone record
+	ready readyLists // ready lists (ready.go), taken by batching (dispatch.go)
+
+	agg      kpl.Aggregator
+	emptyAgg kpl.Aggregator // never added to: sizes a lone record
 
 	// Compression of aggregates (aggregate.go).
 	zip                  kpl.Compressor
@@ -75,6 +69,7 @@ type loop struct {
 // start takes the stream's first summary and shard list.
 func (l *loop) start(s summary, shards []types.Shard) error {
 	l.keys = newKeyTable(l.cfg.Ordering == OrderingKey)
+	l.ready.aggregating = l.cfg.aggregating()
 	l.now = time.Now()
 	l.applySummary(s)
 	if err := l.installShards(shards); err != nil {
@@ -98,7 +93,7 @@ func (l *loop) run(ctx context.Context) error {
 		l.now = time.Now()
 		l.takeIntake()
 		l.fireRetries()
-		l.unblockShards()
+		l.ready.unblock(l.now)
 		if l.fatal == nil {
 			l.dispatch()
 		}
@@ -135,13 +130,13 @@ func (l *loop) nextWake() time.Time {
 	}
 	// Only when a request could go: otherwise a past linger deadline
 	// would spin the loop until a slot frees or the gate opens.
-	if l.readyRecs > 0 && len(l.active) > 0 && l.inflight < l.requestSlots() && !l.gateUntil.After(l.now) {
-		earlier(l.lingerStart.Add(l.cfg.Linger))
+	if l.ready.recs > 0 && len(l.ready.active) > 0 && l.inflight < l.requestSlots() && !l.gateUntil.After(l.now) {
+		earlier(l.ready.lingerStart.Add(l.cfg.Linger))
 	}
 	if len(l.retrying) > 0 {
 		earlier(l.retrying[0].retryAt)
 	}
-	for _, s := range l.blocked {
+	for _, s := range l.ready.blocked {
 		earlier(s.blockedUntil)
 	}
 	if l.gateUntil.After(l.now) {
@@ -203,23 +198,11 @@ func (l *loop) installShards(list []types.Shard) error {
 		return err
 	}
 	m := l.stream.smap
-	var ready []*keyState
+	var oldShards []*shard
 	if old != nil {
-		for _, s := range old.shards {
-			for k := s.readyHead; k != nil; {
-				next := k.nextReady
-				k.nextReady = nil
-				k.ready = false
-				ready = append(ready, k)
-				k = next
-			}
-			s.readyHead, s.readyTail, s.readyN = nil, nil, 0
-		}
+		oldShards = old.shards
 	}
-	l.active = l.active[:0]
-	l.blocked = l.blocked[:0]
-	l.readyRecs, l.readyBytes = 0, 0
-	for _, k := range ready {
+	for _, k := range l.ready.takeAll(oldShards) {
 		l.makeReady(k, k.urgent)
 	}
 	l.stream.unpark(func(k *keyState) { l.makeReady(k, true) })
