@@ -108,7 +108,7 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 		// Aggregate every record, or (hot) a key's run of two or more.
 		if (l.cfg.Aggregate || l.cfg.AggregateHot && k.n > 1) && !r.noAgg {
 			// The head record as a one-record aggregate: exact size.
-			if lone := l.emptyAgg.SizeWith(r.pk, "", len(r.buf)) + len(r.pk); lone <= l.stream.aggMax {
+			if lone := l.aggs.emptyAgg.SizeWith(r.pk, "", len(r.buf)) + len(r.pk); lone <= l.stream.aggMax {
 				if lone > room {
 					return true
 				}

@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
 	"github.com/cdcbridge/cdcbridge/internal/backoff"
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 )
 
 // loop is the producer's dispatcher: it takes records from the intake,
@@ -44,13 +43,7 @@ type loop struct {
 
 	ready readyLists // ready lists (ready.go), taken by batching (dispatch.go)
 
-	agg      kpl.Aggregator
-	emptyAgg kpl.Aggregator // never added to: sizes a lone record
-
-	// Compression of aggregates (aggregate.go).
-	zip                  kpl.Compressor
-	zipRaw, zipOut       []byte  // an aggregate before and after compression
-	zipRawSum, zipOutSum float64 // recent sizes before and after, decayed
+	aggs aggregates // aggregation and compression of aggregates (aggregate.go)
 
 	// Requests and their outcomes (results.go, retry.go).
 	retrying    retryHeap // keys waiting for their backoff
@@ -70,6 +63,7 @@ type loop struct {
 func (l *loop) start(s summary, shards []types.Shard) error {
 	l.keys = newKeyTable(l.cfg.Ordering == OrderingKey)
 	l.ready.aggregating = l.cfg.aggregating()
+	l.aggs.compress, l.aggs.m = l.cfg.CompressAggregates, l.m
 	l.now = time.Now()
 	l.applySummary(s)
 	if err := l.installShards(shards); err != nil {
@@ -226,8 +220,8 @@ func (l *loop) publishStatus() {
 		st.InflightRequests = l.inflight
 		st.RetryingKeys = len(l.retrying)
 		st.FailingRequests = l.reqFailures
-		if l.zipOutSum > 0 {
-			st.CompressionRatio = math.Round(l.zipRatio()*10) / 10
+		if l.aggs.compressed() {
+			st.CompressionRatio = math.Round(l.aggs.ratio()*10) / 10
 		}
 	})
 	if len(l.retrying) > 0 {

@@ -192,7 +192,7 @@ func (l *loop) requestFailed(b *batch) {
 // go on. A rejected aggregate is taken apart and its records sent alone.
 func (l *loop) bisect(b *batch) {
 	if len(b.info) > 1 {
-		x, y := b.split(l.pack)
+		x, y := b.split(l.aggs.pack)
 		l.pending = append([]*batch{x, y}, l.pending...)
 		b.free()
 		return
