@@ -6,13 +6,10 @@ import "time"
 // full, urgent, flushing, or lingered long enough.
 func (l *loop) dispatch() {
 	for l.fatal == nil {
-		if l.inflight >= l.requestSlots() || l.gateUntil.After(l.now) {
+		if !l.reqs.open(l.now) {
 			return
 		}
-		if len(l.pending) > 0 {
-			b := l.pending[0]
-			l.pending[0] = nil
-			l.pending = l.pending[1:]
+		if b := l.reqs.next(); b != nil {
 			l.send(b)
 			continue
 		}
@@ -36,7 +33,7 @@ func (l *loop) dispatch() {
 
 // send hands b to a sender.
 func (l *loop) send(b *batch) {
-	l.inflight++
+	l.reqs.sent()
 	b.held = b.memory()
 	l.in.hold(b.held)
 	b.sentAt = l.now

@@ -9,8 +9,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
-
-	"github.com/cdcbridge/cdcbridge/internal/backoff"
 )
 
 // loop is the producer's dispatcher: it takes records from the intake,
@@ -28,7 +26,6 @@ type loop struct {
 	log     *slog.Logger
 	m       *metrics
 	status  *statusBox
-	retry   backoff.Backoff // only Delay is used: counts are per key and per request
 	client  *kinesis.Client // its cached credentials are dropped after an expired-token error
 	in      *intake
 	dlq     *dlqWriter
@@ -45,15 +42,9 @@ type loop struct {
 
 	aggs aggregates // aggregation and compression of aggregates (aggregate.go)
 
-	// Requests and their outcomes (results.go, retry.go).
-	retrying    retryHeap // keys waiting for their backoff
-	inflight    int
-	gateUntil   time.Time // no request before then (a failed request's backoff)
-	reqFailures int       // consecutive failed requests
-	lastWarn    time.Time
-	pending     []*batch // halves of a rejected batch, sent first
-	acked       []*record
-	spare       []*record // the intake's next queue
+	reqs requests // requests and their outcomes (results.go, retry.go)
+
+	spare []*record // the intake's next queue
 
 	fatal error
 	now   time.Time
@@ -124,31 +115,22 @@ func (l *loop) nextWake() time.Time {
 	}
 	// Only when a request could go: otherwise a past linger deadline
 	// would spin the loop until a slot frees or the gate opens.
-	if l.ready.recs > 0 && len(l.ready.active) > 0 && l.inflight < l.requestSlots() && !l.gateUntil.After(l.now) {
+	if l.ready.recs > 0 && len(l.ready.active) > 0 && l.reqs.open(l.now) {
 		earlier(l.ready.lingerStart.Add(l.cfg.Linger))
 	}
-	if len(l.retrying) > 0 {
-		earlier(l.retrying[0].retryAt)
+	if len(l.reqs.retrying) > 0 {
+		earlier(l.reqs.retrying[0].retryAt)
 	}
 	for _, s := range l.ready.blocked {
 		earlier(s.blockedUntil)
 	}
-	if l.gateUntil.After(l.now) {
-		earlier(l.gateUntil)
+	if l.reqs.gateUntil.After(l.now) {
+		earlier(l.reqs.gateUntil)
 	}
 	if next.Before(l.now) {
 		next = l.now
 	}
 	return next
-}
-
-// requestSlots is how many requests may be in flight: one at a time to
-// probe an endpoint whose requests fail.
-func (l *loop) requestSlots() int {
-	if l.reqFailures > 0 {
-		return 1
-	}
-	return l.cfg.MaxInFlight
 }
 
 // handleCtrl applies a message of the control goroutine or the
@@ -217,15 +199,15 @@ func (l *loop) requestRefresh() {
 
 func (l *loop) publishStatus() {
 	l.status.update(func(st *Status) {
-		st.InflightRequests = l.inflight
-		st.RetryingKeys = len(l.retrying)
-		st.FailingRequests = l.reqFailures
+		st.InflightRequests = l.reqs.inflight
+		st.RetryingKeys = len(l.reqs.retrying)
+		st.FailingRequests = l.reqs.failures
 		if l.aggs.compressed() {
 			st.CompressionRatio = math.Round(l.aggs.ratio()*10) / 10
 		}
 	})
-	if len(l.retrying) > 0 {
-		l.status.setTrouble("retrying", fmt.Sprintf("retrying: %d partition keys wait to resend a failed record", len(l.retrying)))
+	if n := len(l.reqs.retrying); n > 0 {
+		l.status.setTrouble("retrying", fmt.Sprintf("retrying: %d partition keys wait to resend a failed record", n))
 	} else {
 		l.status.setTrouble("retrying", "")
 	}
