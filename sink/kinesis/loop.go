@@ -34,27 +34,21 @@ type loop struct {
 	ctrl    <-chan any
 	refresh chan<- struct{}
 
-	keys keyTable // keys and tables (keys.go)
-
+	// State, each part with the methods that change it; New sets their
+	// settings.
+	keys   keyTable   // keys and tables (keys.go)
 	stream streamView // the stream as last described and listed (shards.go)
-
-	ready readyLists // ready lists (ready.go), taken by batching (dispatch.go)
-
-	aggs aggregates // aggregation and compression of aggregates (aggregate.go)
-
-	reqs requests // requests and their outcomes (results.go, retry.go)
+	ready  readyLists // ready lists (ready.go), taken by batching (dispatch.go)
+	aggs   aggregates // aggregation and compression of aggregates (aggregate.go)
+	reqs   requests   // requests and their outcomes (results.go, retry.go)
 
 	spare []*record // the intake's next queue
-
 	fatal error
 	now   time.Time
 }
 
 // start takes the stream's first summary and shard list.
 func (l *loop) start(s summary, shards []types.Shard) error {
-	l.keys = newKeyTable(l.cfg.Ordering == OrderingKey)
-	l.ready.aggregating = l.cfg.aggregating()
-	l.aggs.compress, l.aggs.m = l.cfg.CompressAggregates, l.m
 	l.now = time.Now()
 	l.applySummary(s)
 	if err := l.installShards(shards); err != nil {
