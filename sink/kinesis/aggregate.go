@@ -10,11 +10,11 @@ import "github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 // the user records taken and the entry's size.
 func (l *loop) aggregate(b *batch, s *shard, hard, pace int, oneKey bool) (int, int) {
 	capBytes := min(hard, pace)
-	if l.cfg.CompressAggregates {
+	if l.aggs.compress {
 		// Whatever the ratio, what compresses from capBytes fits in hard.
-		capBytes = min(hard-(kpl.CompressBound(hard)-hard), int(float64(pace)*l.zipEstimate()))
+		capBytes = min(hard-(kpl.CompressBound(hard)-hard), int(float64(pace)*l.aggs.estimate()))
 	}
-	a := &l.agg
+	a := &l.aggs.agg
 	a.Reset()
 	first := len(b.recs)
 	var aggPK *string
@@ -22,7 +22,7 @@ func (l *loop) aggregate(b *batch, s *shard, hard, pace int, oneKey bool) (int, 
 		k := s.readyHead
 		take := 0
 		for r := k.head; r != nil; r = r.next {
-			if r.noAgg || r.size() > l.recordLimit {
+			if r.noAgg || r.size() > l.stream.recordLimit {
 				break
 			}
 			pkLen := len(r.pk)
@@ -42,7 +42,7 @@ func (l *loop) aggregate(b *batch, s *shard, hard, pace int, oneKey bool) (int, 
 		if take == 0 {
 			break
 		}
-		l.unready(s, k)
+		l.ready.remove(s, k)
 		k.sent = take
 		if take < k.n || oneKey {
 			break // the aggregate is full, or holds its one key
@@ -55,41 +55,59 @@ func (l *loop) aggregate(b *batch, s *shard, hard, pace int, oneKey bool) (int, 
 	case 1:
 		r := b.recs[first]
 		b.recs = b.recs[:first]
-		b.addRecord(s, l.smap.version, r)
+		b.addRecord(s, l.stream.version(), r)
 		return 1, r.size()
 	}
-	blob := l.pack(a)
-	b.addAggregate(s, l.smap.version, first, blob, aggPK)
+	blob := l.aggs.pack(a)
+	b.addAggregate(s, l.stream.version(), first, blob, aggPK)
 	l.m.userPerAgg.Observe(float64(n))
 	return n, len(blob) + len(*aggPK)
 }
 
+// aggregates is the loop's aggregation state: the aggregator that builds
+// aggregates and their compression, with the recent sizes that size the
+// next one.
+type aggregates struct {
+	compress bool // CompressAggregates
+	m        *metrics
+
+	agg      kpl.Aggregator
+	emptyAgg kpl.Aggregator // never added to: sizes a lone record
+
+	zip                  kpl.Compressor
+	zipRaw, zipOut       []byte  // an aggregate before and after compression
+	zipRawSum, zipOutSum float64 // recent sizes before and after, decayed
+}
+
 // pack returns a's aggregate in a buffer of its size class, compressed
 // with CompressAggregates.
-func (l *loop) pack(a *kpl.Aggregator) []byte {
-	if !l.cfg.CompressAggregates {
+func (g *aggregates) pack(a *kpl.Aggregator) []byte {
+	if !g.compress {
 		return a.Bytes(getBuf(a.Size()))
 	}
-	l.zipRaw = a.Bytes(l.zipRaw[:0])
-	l.zipOut = l.zip.Append(l.zipOut[:0], l.zipRaw)
+	g.zipRaw = a.Bytes(g.zipRaw[:0])
+	g.zipOut = g.zip.Append(g.zipOut[:0], g.zipRaw)
 	// Recent aggregates weigh most, and large ones more than small ones.
 	const decay = 0.9
-	l.zipRawSum = l.zipRawSum*decay + float64(len(l.zipRaw))
-	l.zipOutSum = l.zipOutSum*decay + float64(len(l.zipOut))
-	l.m.aggBytes.WithLabelValues("raw").Add(float64(len(l.zipRaw)))
-	l.m.aggBytes.WithLabelValues("compressed").Add(float64(len(l.zipOut)))
-	return append(getBuf(len(l.zipOut)), l.zipOut...)
+	g.zipRawSum = g.zipRawSum*decay + float64(len(g.zipRaw))
+	g.zipOutSum = g.zipOutSum*decay + float64(len(g.zipOut))
+	g.m.aggBytes.WithLabelValues("raw").Add(float64(len(g.zipRaw)))
+	g.m.aggBytes.WithLabelValues("compressed").Add(float64(len(g.zipOut)))
+	return append(getBuf(len(g.zipOut)), g.zipOut...)
 }
 
-// zipRatio is the recent ratio of aggregates' size to their compressed
+// compressed reports whether an aggregate was compressed yet.
+func (g *aggregates) compressed() bool { return g.zipOutSum > 0 }
+
+// ratio is the recent ratio of aggregates' size to their compressed
 // size: 1 before the first.
-func (l *loop) zipRatio() float64 {
-	if l.zipOutSum == 0 {
+func (g *aggregates) ratio() float64 {
+	if g.zipOutSum == 0 {
 		return 1
 	}
-	return l.zipRawSum / l.zipOutSum
+	return g.zipRawSum / g.zipOutSum
 }
 
-// zipEstimate is what the next aggregate is sized by: a little below the
+// estimate is what the next aggregate is sized by: a little below the
 // recent ratio, so that an aggregate rarely outgrows its shard's tokens.
-func (l *loop) zipEstimate() float64 { return max(1, 0.9*l.zipRatio()) }
+func (g *aggregates) estimate() float64 { return max(1, 0.9*g.ratio()) }

@@ -6,21 +6,19 @@ import "time"
 // full, urgent, flushing, or lingered long enough.
 func (l *loop) dispatch() {
 	for l.fatal == nil {
-		if l.inflight >= l.requestSlots() || l.gateUntil.After(l.now) {
+		if !l.reqs.open(l.now) {
 			return
 		}
-		if len(l.pending) > 0 {
-			b := l.pending[0]
-			l.pending[0] = nil
-			l.pending = l.pending[1:]
+		if b := l.reqs.next(); b != nil {
 			l.send(b)
 			continue
 		}
-		if l.readyRecs == 0 || len(l.active) == 0 {
+		q := &l.ready
+		if q.recs == 0 || len(q.active) == 0 {
 			return
 		}
-		due := l.urgent || l.in.flushing() || l.readyRecs >= maxRecordsPerRequest ||
-			l.readyBytes >= int64(l.cfg.MaxRequestBytes) || l.now.Sub(l.lingerStart) >= l.cfg.Linger
+		due := q.urgent || l.in.flushing() || q.recs >= maxRecordsPerRequest ||
+			q.bytes >= int64(l.cfg.MaxRequestBytes) || l.now.Sub(q.lingerStart) >= l.cfg.Linger
 		if !due {
 			return
 		}
@@ -29,14 +27,13 @@ func (l *loop) dispatch() {
 			return
 		}
 		l.send(b)
-		l.urgent = false
-		l.lingerStart = l.now
+		q.sent(l.now)
 	}
 }
 
 // send hands b to a sender.
 func (l *loop) send(b *batch) {
-	l.inflight++
+	l.reqs.sent()
 	b.held = b.memory()
 	l.in.hold(b.held)
 	b.sentAt = l.now
@@ -49,29 +46,14 @@ func (l *loop) send(b *batch) {
 // each shard's tokens. It returns nil when nothing could go.
 func (l *loop) build() *batch {
 	b := getBatch()
-	n := len(l.active)
-	start := l.cursor % max(n, 1)
-	l.cursor++
 	full := false
-	for i := 0; i < n && !full && l.fatal == nil; i++ {
-		s := l.active[(start+i)%n]
+	for s := range l.ready.rotation() {
+		if full || l.fatal != nil {
+			break
+		}
 		full = l.fillFromShard(b, s)
 	}
-	// Compact the active list: drop drained and blocked shards.
-	kept := l.active[:0]
-	for _, s := range l.active {
-		switch {
-		case s.readyHead == nil:
-			s.active = false
-		case !s.blockedUntil.IsZero():
-			s.active = false
-			l.blocked = append(l.blocked, s)
-		default:
-			kept = append(kept, s)
-		}
-	}
-	clear(l.active[len(kept):])
-	l.active = kept
+	l.ready.compact()
 	if len(b.entries) == 0 {
 		b.free()
 		return nil
@@ -114,8 +96,8 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 		k := s.readyHead
 		r := k.head
 		size := r.size()
-		if size > l.recordLimit {
-			l.unready(s, k)
+		if size > l.stream.recordLimit {
+			l.ready.remove(s, k)
 			l.oversize(k, r)
 			continue
 		}
@@ -123,14 +105,14 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 		// Aggregate every record, or (hot) a key's run of two or more.
 		if (l.cfg.Aggregate || l.cfg.AggregateHot && k.n > 1) && !r.noAgg {
 			// The head record as a one-record aggregate: exact size.
-			if lone := l.emptyAgg.SizeWith(r.pk, "", len(r.buf)) + len(r.pk); lone <= l.aggMax {
+			if lone := l.aggs.emptyAgg.SizeWith(r.pk, "", len(r.buf)) + len(r.pk); lone <= l.stream.aggMax {
 				if lone > room {
 					return true
 				}
 				if !fits(lone) {
 					return false
 				}
-				if n, used := l.aggregate(b, s, min(l.aggMax, room), int(byteTok)-usedB, l.cfg.AggregateHot); n > 0 {
+				if n, used := l.aggregate(b, s, min(l.stream.aggMax, room), int(byteTok)-usedB, l.cfg.AggregateHot); n > 0 {
 					usedR++
 					usedB += used
 					continue
@@ -145,9 +127,9 @@ func (l *loop) fillFromShard(b *batch, s *shard) (full bool) {
 		if !fits(size) {
 			return false
 		}
-		l.unready(s, k)
+		l.ready.remove(s, k)
 		k.sent = 1
-		b.addRecord(s, l.smap.version, r)
+		b.addRecord(s, l.stream.version(), r)
 		usedR++
 		usedB += size
 	}

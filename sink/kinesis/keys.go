@@ -111,6 +111,78 @@ func (t *tableState) done(r *record, release func(*record)) {
 
 func (t *tableState) idle() bool { return t.active == 0 && len(t.waiting) == 0 }
 
+// keyTable is the loop's per-key and per-table state: the partition
+// keys with queued or unfinished records, the tables whose truncate
+// barrier holds events or counts released ones, and idle keys kept for
+// reuse.
+type keyTable struct {
+	byKey  bool                   // OrderingKey: a partition key's records share one keyState
+	keys   map[string]*keyState   // by partition key, with byKey
+	tables map[string]*tableState // by Event.Subject, while not idle
+	free   []*keyState            // forgotten keys, for reuse
+}
+
+func newKeyTable(byKey bool) keyTable {
+	return keyTable{byKey: byKey, keys: map[string]*keyState{}, tables: map[string]*tableState{}}
+}
+
+// table returns the state of table sub, new when the table is idle.
+func (t *keyTable) table(sub string) *tableState {
+	tb := t.tables[sub]
+	if tb == nil {
+		tb = &tableState{name: sub}
+		t.tables[sub] = tb
+	}
+	return tb
+}
+
+// tableDone notes r accepted in its table tb and passes the events it
+// releases to release; an idle table is dropped.
+func (t *keyTable) tableDone(tb *tableState, r *record, release func(*record)) {
+	tb.done(r, release)
+	if tb.idle() {
+		delete(t.tables, tb.name)
+	}
+}
+
+// key returns r's key: its partition key's with byKey, else a new one.
+func (t *keyTable) key(r *record) *keyState {
+	if !t.byKey {
+		return t.newKey(r)
+	}
+	k := t.keys[r.pk]
+	if k == nil {
+		k = t.newKey(r)
+		t.keys[r.pk] = k
+	}
+	return k
+}
+
+func (t *keyTable) newKey(r *record) *keyState {
+	var k *keyState
+	if n := len(t.free); n > 0 {
+		k = t.free[n-1]
+		t.free[n-1] = nil
+		t.free = t.free[:n-1]
+	} else {
+		k = new(keyState)
+	}
+	k.pk = r.pk
+	k.hash = r.hash
+	return k
+}
+
+// forget drops an idle key.
+func (t *keyTable) forget(k *keyState) {
+	if t.byKey {
+		delete(t.keys, k.pk)
+	}
+	*k = keyState{}
+	if len(t.free) < 4096 {
+		t.free = append(t.free, k)
+	}
+}
+
 // takeIntake moves the records Put since the last look into their tables
 // and keys.
 func (l *loop) takeIntake() {
@@ -129,11 +201,7 @@ func (l *loop) takeIntake() {
 // admitTable applies the truncate barrier of the record's table.
 func (l *loop) admitTable(r *record) {
 	if sub := r.subject; sub != "" {
-		t := l.tables[sub]
-		if t == nil {
-			t = &tableState{name: sub}
-			l.tables[sub] = t
-		}
+		t := l.keys.table(sub)
 		r.table = t
 		if !t.admit(r) {
 			return
@@ -144,48 +212,13 @@ func (l *loop) admitTable(r *record) {
 
 // enqueue appends r to its key's queue; a key that was idle becomes ready.
 func (l *loop) enqueue(r *record) {
-	var k *keyState
-	if l.cfg.Ordering == OrderingKey {
-		k = l.keys[r.pk]
-		if k == nil {
-			k = l.newKey(r)
-			l.keys[r.pk] = k
-		}
-	} else {
-		k = l.newKey(r)
-	}
+	k := l.keys.key(r)
 	wasIdle := k.idle()
 	k.push(r)
 	switch {
 	case wasIdle:
 		l.makeReady(k, false)
-	case k.ready && l.cfg.aggregating():
-		l.readyRecs++
-		l.readyBytes += int64(r.size())
-	}
-}
-
-func (l *loop) newKey(r *record) *keyState {
-	var k *keyState
-	if n := len(l.freeKeys); n > 0 {
-		k = l.freeKeys[n-1]
-		l.freeKeys[n-1] = nil
-		l.freeKeys = l.freeKeys[:n-1]
-	} else {
-		k = new(keyState)
-	}
-	k.pk = r.pk
-	k.hash = r.hash
-	return k
-}
-
-// forgetKey drops an idle key.
-func (l *loop) forgetKey(k *keyState) {
-	if l.cfg.Ordering == OrderingKey {
-		delete(l.keys, k.pk)
-	}
-	*k = keyState{}
-	if len(l.freeKeys) < 4096 {
-		l.freeKeys = append(l.freeKeys, k)
+	case k.ready:
+		l.ready.grow(r)
 	}
 }

@@ -9,9 +9,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
-
-	"github.com/cdcbridge/cdcbridge/internal/backoff"
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
 )
 
 // loop is the producer's dispatcher: it takes records from the intake,
@@ -29,7 +26,6 @@ type loop struct {
 	log     *slog.Logger
 	m       *metrics
 	status  *statusBox
-	retry   backoff.Backoff // only Delay is used: counts are per key and per request
 	client  *kinesis.Client // its cached credentials are dropped after an expired-token error
 	in      *intake
 	dlq     *dlqWriter
@@ -38,59 +34,27 @@ type loop struct {
 	ctrl    <-chan any
 	refresh chan<- struct{}
 
-	// Keys and tables (keys.go).
-	keys     map[string]*keyState
-	tables   map[string]*tableState
-	freeKeys []*keyState
+	// State, each part with the methods that change it; New sets their
+	// settings.
+	keys   keyTable   // keys and tables (keys.go)
+	stream streamView // the stream as last described and listed (shards.go)
+	ready  readyLists // ready lists (ready.go), taken by batching (dispatch.go)
+	aggs   aggregates // aggregation and compression of aggregates (aggregate.go)
+	reqs   requests   // requests and their outcomes (results.go, retry.go)
 
-	// The stream as last described and listed.
-	smap        *shardMap
-	lim         limits
-	sum         summary
-	recordLimit int         // the stream's limit, at most MaxRequestBytes
-	aggMax      int         // an aggregate's limit
-	awaitMap    []*keyState // keys of misplaced aggregates, ready again with the next map
-
-	// Ready lists (ready.go) and batching (dispatch.go).
-	active      []*shard // shards with ready keys and tokens
-	cursor      int
-	blocked     []*shard // shards with ready keys waiting for tokens
-	readyRecs   int
-	readyBytes  int64
-	lingerStart time.Time
-	urgent      bool
-	agg         kpl.Aggregator
-	emptyAgg    kpl.Aggregator // never added to: sizes a lone record
-
-	// Compression of aggregates (aggregate.go).
-	zip                  kpl.Compressor
-	zipRaw, zipOut       []byte  // an aggregate before and after compression
-	zipRawSum, zipOutSum float64 // recent sizes before and after, decayed
-
-	// Requests and their outcomes (results.go, retry.go).
-	retrying    retryHeap // keys waiting for their backoff
-	inflight    int
-	gateUntil   time.Time // no request before then (a failed request's backoff)
-	reqFailures int       // consecutive failed requests
-	lastWarn    time.Time
-	pending     []*batch // halves of a rejected batch, sent first
-	acked       []*record
-	spare       []*record // the intake's next queue
-
+	spare []*record // the intake's next queue
 	fatal error
 	now   time.Time
 }
 
 // start takes the stream's first summary and shard list.
 func (l *loop) start(s summary, shards []types.Shard) error {
-	l.keys = map[string]*keyState{}
-	l.tables = map[string]*tableState{}
 	l.now = time.Now()
 	l.applySummary(s)
 	if err := l.installShards(shards); err != nil {
 		return fmt.Errorf("stream %s: %w", l.label, err)
 	}
-	l.log.Info("kinesis producer ready", "arn", s.arn, "shards", len(l.smap.shards), "max_record_bytes", l.recordLimit,
+	l.log.Info("kinesis producer ready", "arn", s.arn, "shards", len(l.stream.smap.shards), "max_record_bytes", l.stream.recordLimit,
 		"mode", s.mode, "distribution", s.distribution, "ordering", l.cfg.Ordering, "aggregate", l.cfg.AggregateMode(), "aggregate_compression", l.cfg.AggregateCompression())
 	return nil
 }
@@ -108,7 +72,7 @@ func (l *loop) run(ctx context.Context) error {
 		l.now = time.Now()
 		l.takeIntake()
 		l.fireRetries()
-		l.unblockShards()
+		l.ready.unblock(l.now)
 		if l.fatal == nil {
 			l.dispatch()
 		}
@@ -145,31 +109,22 @@ func (l *loop) nextWake() time.Time {
 	}
 	// Only when a request could go: otherwise a past linger deadline
 	// would spin the loop until a slot frees or the gate opens.
-	if l.readyRecs > 0 && len(l.active) > 0 && l.inflight < l.requestSlots() && !l.gateUntil.After(l.now) {
-		earlier(l.lingerStart.Add(l.cfg.Linger))
+	if l.ready.recs > 0 && len(l.ready.active) > 0 && l.reqs.open(l.now) {
+		earlier(l.ready.lingerStart.Add(l.cfg.Linger))
 	}
-	if len(l.retrying) > 0 {
-		earlier(l.retrying[0].retryAt)
+	if len(l.reqs.retrying) > 0 {
+		earlier(l.reqs.retrying[0].retryAt)
 	}
-	for _, s := range l.blocked {
+	for _, s := range l.ready.blocked {
 		earlier(s.blockedUntil)
 	}
-	if l.gateUntil.After(l.now) {
-		earlier(l.gateUntil)
+	if l.reqs.gateUntil.After(l.now) {
+		earlier(l.reqs.gateUntil)
 	}
 	if next.Before(l.now) {
 		next = l.now
 	}
 	return next
-}
-
-// requestSlots is how many requests may be in flight: one at a time to
-// probe an endpoint whose requests fail.
-func (l *loop) requestSlots() int {
-	if l.reqFailures > 0 {
-		return 1
-	}
-	return l.cfg.MaxInFlight
 }
 
 // handleCtrl applies a message of the control goroutine or the
@@ -178,7 +133,7 @@ func (l *loop) handleCtrl(m any) {
 	switch m := m.(type) {
 	case ctrlSummary:
 		l.applySummary(m.s)
-		if m.s.openShards > 0 && m.s.openShards != len(l.smap.shards) {
+		if m.s.openShards > 0 && m.s.openShards != len(l.stream.smap.shards) {
 			l.requestRefresh()
 		}
 	case ctrlShards:
@@ -195,62 +150,32 @@ func (l *loop) handleCtrl(m any) {
 
 // applySummary takes the stream's record limit and settings.
 func (l *loop) applySummary(s summary) {
-	l.sum = s
-	l.recordLimit = min(s.maxRecordKiB<<10, l.cfg.MaxRequestBytes)
-	l.aggMax = l.recordLimit
-	if l.cfg.AggregateMaxBytes > 0 {
-		l.aggMax = min(l.cfg.AggregateMaxBytes, l.recordLimit)
-	}
-	l.lim = newLimits(l.cfg.ShardHeadroom, l.recordLimit)
-	if l.smap != nil {
-		l.smap.setLimits(l.lim)
-	}
+	l.stream.apply(s, &l.cfg)
 	l.status.update(func(st *Status) {
 		st.StreamARN = s.arn
 		st.StreamStatus = string(s.status)
 		st.CapacityMode = string(s.mode)
 		st.RecordDistribution = string(s.distribution)
-		st.MaxRecordBytes = l.recordLimit
+		st.MaxRecordBytes = l.stream.recordLimit
 	})
 }
 
 // installShards replaces the shard map and moves every ready key to its
 // shard in the new map; aggregates waiting for the map go out again.
 func (l *loop) installShards(list []types.Shard) error {
-	var ver uint64 = 1
-	if l.smap != nil {
-		ver = l.smap.version + 1
-	}
-	m, err := newShardMap(list, l.smap, ver, l.lim)
+	old, err := l.stream.install(list)
 	if err != nil {
 		return err
 	}
-	var ready []*keyState
-	if l.smap != nil {
-		for _, s := range l.smap.shards {
-			for k := s.readyHead; k != nil; {
-				next := k.nextReady
-				k.nextReady = nil
-				k.ready = false
-				ready = append(ready, k)
-				k = next
-			}
-			s.readyHead, s.readyTail, s.readyN = nil, nil, 0
-		}
+	m := l.stream.smap
+	var oldShards []*shard
+	if old != nil {
+		oldShards = old.shards
 	}
-	l.smap = m
-	l.active = l.active[:0]
-	l.blocked = l.blocked[:0]
-	l.readyRecs, l.readyBytes = 0, 0
-	for _, k := range ready {
+	for _, k := range l.ready.takeAll(oldShards) {
 		l.makeReady(k, k.urgent)
 	}
-	for _, k := range l.awaitMap {
-		k.parked = false
-		l.makeReady(k, true)
-	}
-	clear(l.awaitMap)
-	l.awaitMap = l.awaitMap[:0]
+	l.stream.unpark(func(k *keyState) { l.makeReady(k, true) })
 	l.m.shardRefresh.Inc()
 	l.m.shards.Set(float64(len(m.shards)))
 	l.status.update(func(st *Status) { st.Shards = len(m.shards) })
@@ -268,15 +193,15 @@ func (l *loop) requestRefresh() {
 
 func (l *loop) publishStatus() {
 	l.status.update(func(st *Status) {
-		st.InflightRequests = l.inflight
-		st.RetryingKeys = len(l.retrying)
-		st.FailingRequests = l.reqFailures
-		if l.zipOutSum > 0 {
-			st.CompressionRatio = math.Round(l.zipRatio()*10) / 10
+		st.InflightRequests = l.reqs.inflight
+		st.RetryingKeys = len(l.reqs.retrying)
+		st.FailingRequests = l.reqs.failures
+		if l.aggs.compressed() {
+			st.CompressionRatio = math.Round(l.aggs.ratio()*10) / 10
 		}
 	})
-	if len(l.retrying) > 0 {
-		l.status.setTrouble("retrying", fmt.Sprintf("retrying: %d partition keys wait to resend a failed record", len(l.retrying)))
+	if n := len(l.reqs.retrying); n > 0 {
+		l.status.setTrouble("retrying", fmt.Sprintf("retrying: %d partition keys wait to resend a failed record", n))
 	} else {
 		l.status.setTrouble("retrying", "")
 	}

@@ -8,20 +8,20 @@ import "fmt"
 func (l *loop) oversize(k *keyState, r *record) {
 	if l.cfg.Oversize == OversizeFail {
 		l.fatal = fmt.Errorf("event %s (table %s): record of %d bytes (envelope plus partition key) exceeds the limit of %d bytes of stream %s (CDCBRIDGE_OVERSIZE=fail)",
-			r.id, r.subject, r.size(), l.recordLimit, l.label)
+			r.id, r.subject, r.size(), l.stream.recordLimit, l.label)
 		return
 	}
 	if r.placeheld {
-		l.fatal = fmt.Errorf("event %s (table %s): its dead-letter placeholder of %d bytes exceeds the limit of %d bytes of stream %s", r.id, r.subject, r.size(), l.recordLimit, l.label)
+		l.fatal = fmt.Errorf("event %s (table %s): its dead-letter placeholder of %d bytes exceeds the limit of %d bytes of stream %s", r.id, r.subject, r.size(), l.stream.recordLimit, l.label)
 		return
 	}
-	l.toDLQ(k, r, "oversize", fmt.Sprintf("record of %d bytes exceeds the stream's limit of %d bytes", r.size(), l.recordLimit))
+	l.toDLQ(k, r, "oversize", fmt.Sprintf("record of %d bytes exceeds the stream's limit of %d bytes", r.size(), l.stream.recordLimit))
 }
 
 // toDLQ parks k while its head record is written to the dead-letter directory.
 func (l *loop) toDLQ(k *keyState, r *record, reason, detail string) {
 	k.parked = true
-	l.dlq.enqueue(dlqJob{r: r, reason: reason, detail: detail, limit: l.recordLimit})
+	l.dlq.enqueue(dlqJob{r: r, reason: reason, detail: detail, limit: l.stream.recordLimit})
 }
 
 // dlqDone swaps the dead-lettered record's envelope for its placeholder

@@ -86,8 +86,12 @@ func New(cfg Config, client *kinesis.Client, reg prometheus.Registerer, log *slo
 		fatal:  fatal,
 		status: status,
 		loop: &loop{
-			cfg: cfg, label: label, log: log, m: m, status: status, retry: retry, client: client,
+			cfg: cfg, label: label, log: log, m: m, status: status, client: client,
 			in: in, dlq: dlq, sendCh: sendCh, results: results, ctrl: ctrl, refresh: refresh,
+			keys:  newKeyTable(cfg.Ordering == OrderingKey),
+			ready: readyLists{aggregating: cfg.aggregating()},
+			aggs:  aggregates{compress: cfg.CompressAggregates, m: m},
+			reqs:  requests{retry: retry, maxInFlight: cfg.MaxInFlight},
 		},
 		senders: &senders{put: newWirePutter(client, name, arn, cfg.MaxInFlight), timeout: cfg.RequestTimeout, in: sendCh, out: results},
 		control: &control{

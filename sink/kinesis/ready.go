@@ -1,16 +1,31 @@
 package kinesis
 
-import "time"
+import (
+	"iter"
+	"time"
+)
 
 // A key is ready when its head record may go: it is then in its predicted
-// shard's ready list, and the shard is in the loop's active list (it has
-// tokens) or its blocked list (it waits for them). The ready counters
-// decide when a batch is due.
+// shard's ready list, and the shard is in the active list (it has tokens)
+// or the blocked list (it waits for them). The ready counters decide when
+// a batch is due.
 
-// readyWeight is what a ready key adds to the ready counters: its head
+// readyLists are the shards with ready keys and what their keys weigh.
+type readyLists struct {
+	aggregating bool      // a ready key weighs its whole queue
+	active      []*shard  // shards with ready keys and tokens
+	cursor      int       // where the next request starts among the active shards
+	blocked     []*shard  // shards with ready keys waiting for tokens
+	recs        int       // ready records, by weight
+	bytes       int64     // and their bytes
+	lingerStart time.Time // the linger runs from here: the first ready record or the last request
+	urgent      bool      // a ready key goes out without waiting for the linger
+}
+
+// weight is what a ready key adds to the ready counters: its head
 // record, or with aggregation its whole queue.
-func (l *loop) readyWeight(k *keyState) (int, int64) {
-	if l.cfg.aggregating() {
+func (q *readyLists) weight(k *keyState) (int, int64) {
+	if q.aggregating {
 		return k.n, k.bytes
 	}
 	return 1, int64(k.head.size())
@@ -23,11 +38,12 @@ func (l *loop) makeReady(k *keyState, urgent bool) {
 	if k.head == nil || k.ready {
 		return
 	}
-	if k.shard == nil || k.mapVer != l.smap.version {
-		k.shard = l.smap.predict(k.hash)
-		k.mapVer = l.smap.version
-	}
-	s := k.shard
+	l.ready.add(l.stream.shardOf(k), k, urgent, l.now)
+}
+
+// add appends k to s's ready list; s becomes active unless it waits for
+// tokens.
+func (q *readyLists) add(s *shard, k *keyState, urgent bool, now time.Time) {
 	k.ready = true
 	k.urgent = urgent
 	k.nextReady = nil
@@ -40,24 +56,33 @@ func (l *loop) makeReady(k *keyState, urgent bool) {
 	s.readyN++
 	if !s.active && s.blockedUntil.IsZero() {
 		s.active = true
-		l.active = append(l.active, s)
+		q.active = append(q.active, s)
 	}
-	n, b := l.readyWeight(k)
-	if l.readyRecs == 0 {
-		l.lingerStart = l.now
+	n, b := q.weight(k)
+	if q.recs == 0 {
+		q.lingerStart = now
 	}
-	l.readyRecs += n
-	l.readyBytes += b
+	q.recs += n
+	q.bytes += b
 	if urgent {
-		l.urgent = true
+		q.urgent = true
 	}
 }
 
-// unready removes k, the head of s's ready list.
-func (l *loop) unready(s *shard, k *keyState) {
-	n, b := l.readyWeight(k)
-	l.readyRecs -= n
-	l.readyBytes -= b
+// grow counts r, queued behind the head of a ready key: with aggregation
+// it goes out with the key's run.
+func (q *readyLists) grow(r *record) {
+	if q.aggregating {
+		q.recs++
+		q.bytes += int64(r.size())
+	}
+}
+
+// remove removes k, the head of s's ready list.
+func (q *readyLists) remove(s *shard, k *keyState) {
+	n, b := q.weight(k)
+	q.recs -= n
+	q.bytes -= b
 	s.readyHead = k.nextReady
 	if s.readyHead == nil {
 		s.readyTail = nil
@@ -68,21 +93,81 @@ func (l *loop) unready(s *shard, k *keyState) {
 	k.urgent = false
 }
 
-// unblockShards returns shards whose tokens have come back to the active list.
-func (l *loop) unblockShards() {
-	kept := l.blocked[:0]
-	for _, s := range l.blocked {
-		if s.blockedUntil.After(l.now) {
+// takeAll empties the ready lists of shards (those of a map being
+// replaced) and returns their keys, no longer ready, shard by shard.
+func (q *readyLists) takeAll(shards []*shard) []*keyState {
+	var ready []*keyState
+	for _, s := range shards {
+		for k := s.readyHead; k != nil; {
+			next := k.nextReady
+			k.nextReady = nil
+			k.ready = false
+			ready = append(ready, k)
+			k = next
+		}
+		s.readyHead, s.readyTail, s.readyN = nil, nil, 0
+	}
+	q.active = q.active[:0]
+	q.blocked = q.blocked[:0]
+	q.recs, q.bytes = 0, 0
+	return ready
+}
+
+// sent notes a request sent: the next one lingers again.
+func (q *readyLists) sent(now time.Time) {
+	q.urgent = false
+	q.lingerStart = now
+}
+
+// rotation yields each active shard once, starting one shard further at
+// each call, so that requests are filled round robin.
+func (q *readyLists) rotation() iter.Seq[*shard] {
+	n := len(q.active)
+	start := q.cursor % max(n, 1)
+	q.cursor++
+	return func(yield func(*shard) bool) {
+		for i := range n {
+			if !yield(q.active[(start+i)%n]) {
+				return
+			}
+		}
+	}
+}
+
+// compact drops drained and blocked shards from the active list; the
+// blocked ones move to the blocked list.
+func (q *readyLists) compact() {
+	kept := q.active[:0]
+	for _, s := range q.active {
+		switch {
+		case s.readyHead == nil:
+			s.active = false
+		case !s.blockedUntil.IsZero():
+			s.active = false
+			q.blocked = append(q.blocked, s)
+		default:
+			kept = append(kept, s)
+		}
+	}
+	clear(q.active[len(kept):])
+	q.active = kept
+}
+
+// unblock returns shards whose tokens have come back to the active list.
+func (q *readyLists) unblock(now time.Time) {
+	kept := q.blocked[:0]
+	for _, s := range q.blocked {
+		if s.blockedUntil.After(now) {
 			kept = append(kept, s)
 			continue
 		}
 		s.blockedUntil = time.Time{}
 		if s.readyHead != nil && !s.active {
 			s.active = true
-			l.active = append(l.active, s)
-			l.urgent = true // these records already waited
+			q.active = append(q.active, s)
+			q.urgent = true // these records already waited
 		}
 	}
-	clear(l.blocked[len(kept):])
-	l.blocked = kept
+	clear(q.blocked[len(kept):])
+	q.blocked = kept
 }

@@ -1,18 +1,124 @@
 package kinesis
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/cdcbridge/cdcbridge/internal/backoff"
 )
+
+// requests is the loop's account of PutRecords requests: how many are in
+// flight, the gate that holds the next one back after a failed request,
+// the keys waiting to retry a failed entry, the halves of a rejected
+// request that go first, and the records a result accepted.
+type requests struct {
+	retry       backoff.Backoff // only Delay is used: counts are per key and per request
+	maxInFlight int             // MaxInFlight
+
+	retrying  retryHeap // keys waiting for their backoff
+	inflight  int
+	gateUntil time.Time // no request before then (a failed request's backoff)
+	failures  int       // consecutive failed requests
+	lastWarn  time.Time
+	pending   []*batch // halves of a rejected batch, sent first
+	acked     []*record
+}
+
+// slots is how many requests may be in flight: one at a time to probe an
+// endpoint whose requests fail.
+func (q *requests) slots() int {
+	if q.failures > 0 {
+		return 1
+	}
+	return q.maxInFlight
+}
+
+// open reports whether a request may go now: a slot is free and no
+// failed request's backoff holds it back.
+func (q *requests) open(now time.Time) bool {
+	return q.inflight < q.slots() && !q.gateUntil.After(now)
+}
+
+func (q *requests) sent() { q.inflight++ }
+
+func (q *requests) done() { q.inflight-- }
+
+// succeeded notes a request that did not fail as a whole; it returns how
+// many requests had failed in a row before it.
+func (q *requests) succeeded(now time.Time) (failedBefore int) {
+	failedBefore = q.failures
+	q.failures = 0
+	q.gateUntil = now
+	return failedBefore
+}
+
+// failed notes a request that failed as a whole: the next one waits for
+// the backoff, and requests go one at a time until one succeeds. It
+// reports whether to warn: at the first failure after a quiet while, then
+// at every 20th.
+func (q *requests) failed(now time.Time) (warn bool) {
+	q.failures++
+	q.gateUntil = now.Add(q.retry.Delay(q.failures))
+	if (q.failures == 1 && now.Sub(q.lastWarn) > 10*time.Second) || q.failures%20 == 0 {
+		q.lastWarn = now
+		return true
+	}
+	return false
+}
+
+// retryAfter puts k in the retry heap until the backoff of its head
+// record's attempts ends.
+func (q *requests) retryAfter(k *keyState, attempts int, now time.Time) {
+	k.retryAt = now.Add(q.retry.Delay(attempts))
+	k.inRetry = true
+	heap.Push(&q.retrying, k)
+}
+
+// due takes a key whose backoff has ended from the retry heap; nil when
+// none has.
+func (q *requests) due(now time.Time) *keyState {
+	if len(q.retrying) == 0 || q.retrying[0].retryAt.After(now) {
+		return nil
+	}
+	k := heap.Pop(&q.retrying).(*keyState)
+	k.inRetry = false
+	return k
+}
+
+// first queues the halves of a rejected batch ahead of every other request.
+func (q *requests) first(x, y *batch) {
+	q.pending = append([]*batch{x, y}, q.pending...)
+}
+
+// next takes the first queued half of a rejected batch; nil when none waits.
+func (q *requests) next() *batch {
+	if len(q.pending) == 0 {
+		return nil
+	}
+	b := q.pending[0]
+	q.pending[0] = nil
+	q.pending = q.pending[1:]
+	return b
+}
+
+// ack notes r accepted; finishAcks acknowledges it.
+func (q *requests) ack(r *record) { q.acked = append(q.acked, r) }
+
+// acksDone forgets the acknowledged records.
+func (q *requests) acksDone() {
+	clear(q.acked)
+	q.acked = q.acked[:0]
+}
 
 // handleResult applies a finished request: accepted entries are acked at
 // once, failed entries wait for their backoff at the head of their key,
 // failed requests are retried or split.
 func (l *loop) handleResult(ctx context.Context, b *batch) {
-	l.inflight--
+	l.reqs.done()
 	l.in.unhold(b.held)
 	b.held = 0
 	l.m.putDuration.Observe(b.dur.Seconds())
@@ -23,12 +129,10 @@ func (l *loop) handleResult(ctx context.Context, b *batch) {
 		l.requestFailed(b)
 		return
 	}
-	if l.reqFailures > 0 {
-		l.log.Info("kinesis requests succeed again", "after_failures", l.reqFailures)
-		l.reqFailures = 0
+	if n := l.reqs.succeeded(l.now); n > 0 {
+		l.log.Info("kinesis requests succeed again", "after_failures", n)
 		l.status.update(func(st *Status) { st.FailingRequests = 0 })
 	}
-	l.gateUntil = l.now
 	failed, aggs, aggRecs := 0, 0, 0
 	for i := range b.info {
 		e := &b.info[i]
@@ -38,7 +142,7 @@ func (l *loop) handleResult(ctx context.Context, b *batch) {
 			l.entryFailed(b, e, res)
 			continue
 		}
-		if res.shardID != e.shard.id && l.sum.distribution != types.RecordDistributionStrategyAuto {
+		if res.shardID != e.shard.id && l.stream.sum.distribution != types.RecordDistributionStrategyAuto {
 			l.mismatch(e, res.shardID)
 			if e.aggregated {
 				// KCL would drop the user records whose hash keys are
@@ -75,18 +179,15 @@ func (l *loop) entryOK(b *batch, e *entry) {
 		k := r.key
 		k.pop()
 		k.sent--
-		l.acked = append(l.acked, r)
+		l.reqs.ack(r)
 		if t := r.table; t != nil {
-			t.done(r, l.enqueue)
-			if t.idle() {
-				delete(l.tables, t.name)
-			}
+			l.keys.tableDone(t, r, l.enqueue)
 		}
 		if k.sent == 0 {
 			if k.head != nil {
 				l.makeReady(k, true)
 			} else if k.idle() {
-				l.forgetKey(k)
+				l.keys.forget(k)
 			}
 		}
 	}
@@ -95,24 +196,24 @@ func (l *loop) entryOK(b *batch, e *entry) {
 // finishAcks calls Ack for the accepted events, then returns their budget
 // (so that Flush, which waits for the budget, sees the Acks done).
 func (l *loop) finishAcks() {
-	if len(l.acked) == 0 {
+	acked := l.reqs.acked
+	if len(acked) == 0 {
 		return
 	}
-	for _, r := range l.acked {
+	for _, r := range acked {
 		if r.ack != nil {
 			r.ack()
 		}
 	}
-	l.m.delivered.Add(float64(len(l.acked)))
-	l.status.update(func(st *Status) { st.Delivered += int64(len(l.acked)) })
-	usedB, usedE := l.in.release(l.acked)
+	l.m.delivered.Add(float64(len(acked)))
+	l.status.update(func(st *Status) { st.Delivered += int64(len(acked)) })
+	usedB, usedE := l.in.release(acked)
 	l.m.inflightBytes.Set(float64(usedB))
 	l.m.inflightEv.Set(float64(usedE))
-	for i, r := range l.acked {
+	for _, r := range acked {
 		freeRecord(r)
-		l.acked[i] = nil
 	}
-	l.acked = l.acked[:0]
+	l.reqs.acksDone()
 }
 
 // releaseKeys marks an entry's keys as no longer in flight and calls f
@@ -141,13 +242,13 @@ func (l *loop) entryFailed(b *batch, e *entry, res *entryResult) {
 		// The shard is busier than planned (another writer, a hot
 		// shard): charge its bucket again for the throttled record, so the
 		// whole shard slows down in proportion, not only the throttled key.
-		if e.mapVer == l.smap.version {
+		if l.stream.current(e.mapVer) {
 			e.shard.recsLim.ReserveN(l.now, 1)
 		}
 	}
 	l.releaseKeys(b, e, func(k *keyState, head *record) {
 		head.attempts++
-		l.scheduleRetry(k, head.attempts)
+		l.reqs.retryAfter(k, head.attempts, l.now)
 	})
 }
 
@@ -167,20 +268,18 @@ func (l *loop) requestFailed(b *batch) {
 	case classExpired:
 		invalidateCredentials(l.client)
 	}
-	l.reqFailures++
-	l.gateUntil = l.now.Add(l.retry.Delay(l.reqFailures))
+	warn := l.reqs.failed(l.now)
 	msg := fmt.Sprintf("%d records: %v", len(b.recs), b.err)
 	l.status.update(func(st *Status) {
 		st.LastError = msg
 		st.LastErrorAt = l.now
-		st.FailingRequests = l.reqFailures
+		st.FailingRequests = l.reqs.failures
 		if class == classThrottle {
 			st.LastThrottleAt = l.now
 		}
 	})
-	if (l.reqFailures == 1 && l.now.Sub(l.lastWarn) > 10*time.Second) || l.reqFailures%20 == 0 {
-		l.lastWarn = l.now
-		l.log.Warn("PutRecords failed; retrying", "records", len(b.recs), "failures", l.reqFailures, "code", code, "err", b.err)
+	if warn {
+		l.log.Warn("PutRecords failed; retrying", "records", len(b.recs), "failures", l.reqs.failures, "code", code, "err", b.err)
 	}
 	l.m.retries.Add(float64(len(b.info)))
 	l.m.failedRecords.WithLabelValues(codeLabel(code)).Add(float64(len(b.info)))
@@ -195,8 +294,8 @@ func (l *loop) requestFailed(b *batch) {
 // go on. A rejected aggregate is taken apart and its records sent alone.
 func (l *loop) bisect(b *batch) {
 	if len(b.info) > 1 {
-		x, y := b.split(l.pack)
-		l.pending = append([]*batch{x, y}, l.pending...)
+		x, y := b.split(l.aggs.pack)
+		l.reqs.first(x, y)
 		b.free()
 		return
 	}
@@ -227,7 +326,7 @@ func (l *loop) bisect(b *batch) {
 // mismatch notes a put result in another shard than predicted: the map
 // is stale (a split or merge happened), unless it changed since.
 func (l *loop) mismatch(e *entry, got string) {
-	if e.mapVer == l.smap.version {
+	if l.stream.current(e.mapVer) {
 		l.status.setTrouble("mismatch", "shard map stale: records landed in "+got+", not "+e.shard.id+"; reloading")
 		l.requestRefresh()
 	}
@@ -237,11 +336,10 @@ func (l *loop) mismatch(e *entry, got string) {
 // (or, when a newer map is already here, makes them ready at once).
 func (l *loop) reput(b *batch, e *entry) {
 	l.m.retries.Inc()
-	stale := e.mapVer == l.smap.version
+	stale := l.stream.current(e.mapVer)
 	l.releaseKeys(b, e, func(k *keyState, _ *record) {
 		if stale {
-			k.parked = true
-			l.awaitMap = append(l.awaitMap, k)
+			l.stream.park(k)
 		} else {
 			l.makeReady(k, true)
 		}

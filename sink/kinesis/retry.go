@@ -1,7 +1,5 @@
 package kinesis
 
-import "container/heap"
-
 // retryHeap orders keys waiting for their backoff by retryAt.
 type retryHeap []*keyState
 
@@ -25,17 +23,9 @@ func (h *retryHeap) Pop() any {
 	return k
 }
 
-// scheduleRetry puts k in the retry heap until its backoff ends.
-func (l *loop) scheduleRetry(k *keyState, attempts int) {
-	k.retryAt = l.now.Add(l.retry.Delay(attempts))
-	k.inRetry = true
-	heap.Push(&l.retrying, k)
-}
-
+// fireRetries makes the keys whose backoff has ended ready.
 func (l *loop) fireRetries() {
-	for len(l.retrying) > 0 && !l.retrying[0].retryAt.After(l.now) {
-		k := heap.Pop(&l.retrying).(*keyState)
-		k.inRetry = false
+	for k := l.reqs.due(l.now); k != nil; k = l.reqs.due(l.now) {
 		l.makeReady(k, true)
 	}
 }

@@ -12,6 +12,80 @@ import (
 	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 )
 
+// streamView is the stream as the loop last read it: its summary, the
+// limits that follow from it and the shard map, with the keys whose
+// aggregates wait for the next map.
+type streamView struct {
+	smap        *shardMap
+	lim         limits
+	sum         summary
+	recordLimit int         // the stream's limit, at most MaxRequestBytes
+	aggMax      int         // an aggregate's limit
+	awaitMap    []*keyState // keys of misplaced aggregates, ready again with the next map
+}
+
+// apply takes the stream's record limit and settings.
+func (v *streamView) apply(s summary, cfg *Config) {
+	v.sum = s
+	v.recordLimit = min(s.maxRecordKiB<<10, cfg.MaxRequestBytes)
+	v.aggMax = v.recordLimit
+	if cfg.AggregateMaxBytes > 0 {
+		v.aggMax = min(cfg.AggregateMaxBytes, v.recordLimit)
+	}
+	v.lim = newLimits(cfg.ShardHeadroom, v.recordLimit)
+	if v.smap != nil {
+		v.smap.setLimits(v.lim)
+	}
+}
+
+// install replaces the shard map with one built from list; it returns
+// the map replaced (nil for the first).
+func (v *streamView) install(list []types.Shard) (old *shardMap, err error) {
+	var ver uint64 = 1
+	if v.smap != nil {
+		ver = v.smap.version + 1
+	}
+	m, err := newShardMap(list, v.smap, ver, v.lim)
+	if err != nil {
+		return nil, err
+	}
+	old, v.smap = v.smap, m
+	return old, nil
+}
+
+// version is the current map's.
+func (v *streamView) version() uint64 { return v.smap.version }
+
+// current reports whether a prediction made with map version ver still
+// holds.
+func (v *streamView) current(ver uint64) bool { return ver == v.smap.version }
+
+// shardOf returns the shard k's records are predicted to land in: the
+// current map's shard for its hash key, cached until the map changes.
+func (v *streamView) shardOf(k *keyState) *shard {
+	if k.shard == nil || k.mapVer != v.smap.version {
+		k.shard = v.smap.predict(k.hash)
+		k.mapVer = v.smap.version
+	}
+	return k.shard
+}
+
+// park holds k until the next map is installed.
+func (v *streamView) park(k *keyState) {
+	k.parked = true
+	v.awaitMap = append(v.awaitMap, k)
+}
+
+// unpark passes each parked key, no longer parked, to f.
+func (v *streamView) unpark(f func(*keyState)) {
+	for _, k := range v.awaitMap {
+		k.parked = false
+		f(k)
+	}
+	clear(v.awaitMap)
+	v.awaitMap = v.awaitMap[:0]
+}
+
 // shard is an open shard as the producer predicts it: its hash key range,
 // its token buckets and the keys ready to go to it.
 type shard struct {

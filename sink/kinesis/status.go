@@ -6,36 +6,53 @@ import (
 	"time"
 )
 
-// Status is the producer's state for /status.
+// Status is the producer's state for /status. Its parts are embedded, so
+// their fields encode at the top level, in this order.
 type Status struct {
-	Stream             string    `json:"stream"`
-	StreamARN          string    `json:"stream_arn,omitempty"`
-	StreamStatus       string    `json:"stream_status,omitempty"`
-	CapacityMode       string    `json:"capacity_mode,omitempty"`
-	RecordDistribution string    `json:"record_distribution,omitempty"`
-	MaxRecordBytes     int       `json:"max_record_bytes,omitempty"`
-	Shards             int       `json:"shards"`
-	Ordering           string    `json:"ordering"`
-	Aggregate          bool      `json:"aggregate"`                             // records may reach the stream in KPL aggregates
-	AggregateMode      string    `json:"aggregate_mode"`                        // CDCBRIDGE_KINESIS_AGGREGATE: false, true or hot
-	Compression        string    `json:"aggregate_compression"`                 // CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION: none or gzip
-	CompressionRatio   float64   `json:"aggregate_compression_ratio,omitempty"` // recent aggregates' size over their compressed size
-	Aggregates         int64     `json:"aggregates_delivered_total"`
-	AggregatedRecords  int64     `json:"aggregated_records_delivered_total"` // user records inside them
-	Ready              bool      `json:"ready"`
-	InflightEvents     int       `json:"inflight_events"`
-	InflightBytes      int64     `json:"inflight_bytes"`
-	InflightRequests   int       `json:"inflight_requests"`
-	RetryingKeys       int       `json:"retrying_keys"`
-	FailingRequests    int       `json:"consecutive_failed_requests"`
-	LastError          string    `json:"last_error,omitempty"`
-	LastErrorAt        time.Time `json:"last_error_at,omitzero"`
-	ThrottledEntries   int64     `json:"throttled_entries_total"`
-	LastThrottleAt     time.Time `json:"last_throttle_at,omitzero"`
-	DLQRecords         int64     `json:"dlq_records_total"`
-	Delivered          int64     `json:"delivered_total"`
-	Fatal              string    `json:"fatal,omitempty"`
-	Degraded           []string  `json:"degraded"`
+	StreamInfo
+	AggregationInfo
+	Ready bool `json:"ready"`
+	DeliveryInfo
+	Fatal    string   `json:"fatal,omitempty"`
+	Degraded []string `json:"degraded"`
+}
+
+// StreamInfo is the stream as configured, described and listed.
+type StreamInfo struct {
+	Stream             string `json:"stream"`
+	StreamARN          string `json:"stream_arn,omitempty"`
+	StreamStatus       string `json:"stream_status,omitempty"`
+	CapacityMode       string `json:"capacity_mode,omitempty"`
+	RecordDistribution string `json:"record_distribution,omitempty"`
+	MaxRecordBytes     int    `json:"max_record_bytes,omitempty"`
+	Shards             int    `json:"shards"`
+	Ordering           string `json:"ordering"`
+}
+
+// AggregationInfo is the aggregation settings and what they delivered.
+type AggregationInfo struct {
+	Aggregate         bool    `json:"aggregate"`                             // records may reach the stream in KPL aggregates
+	AggregateMode     string  `json:"aggregate_mode"`                        // CDCBRIDGE_KINESIS_AGGREGATE: false, true or hot
+	Compression       string  `json:"aggregate_compression"`                 // CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION: none or gzip
+	CompressionRatio  float64 `json:"aggregate_compression_ratio,omitempty"` // recent aggregates' size over their compressed size
+	Aggregates        int64   `json:"aggregates_delivered_total"`
+	AggregatedRecords int64   `json:"aggregated_records_delivered_total"` // user records inside them
+}
+
+// DeliveryInfo is the records and requests in flight, their failures and
+// what was delivered.
+type DeliveryInfo struct {
+	InflightEvents   int       `json:"inflight_events"`
+	InflightBytes    int64     `json:"inflight_bytes"`
+	InflightRequests int       `json:"inflight_requests"`
+	RetryingKeys     int       `json:"retrying_keys"`
+	FailingRequests  int       `json:"consecutive_failed_requests"`
+	LastError        string    `json:"last_error,omitempty"`
+	LastErrorAt      time.Time `json:"last_error_at,omitzero"`
+	ThrottledEntries int64     `json:"throttled_entries_total"`
+	LastThrottleAt   time.Time `json:"last_throttle_at,omitzero"`
+	DLQRecords       int64     `json:"dlq_records_total"`
+	Delivered        int64     `json:"delivered_total"`
 }
 
 // statusBox holds what the loop, the control goroutine and the
@@ -49,8 +66,10 @@ type statusBox struct {
 
 func newStatusBox(cfg Config) *statusBox {
 	return &statusBox{
-		s: Status{Stream: cfg.Stream, Ordering: string(cfg.Ordering), Aggregate: cfg.aggregating(), AggregateMode: cfg.AggregateMode(),
-			Compression: cfg.AggregateCompression()},
+		s: Status{
+			StreamInfo:      StreamInfo{Stream: cfg.Stream, Ordering: string(cfg.Ordering)},
+			AggregationInfo: AggregationInfo{Aggregate: cfg.aggregating(), AggregateMode: cfg.AggregateMode(), Compression: cfg.AggregateCompression()},
+		},
 		trouble: map[string]string{},
 	}
 }

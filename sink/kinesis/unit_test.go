@@ -224,7 +224,7 @@ func TestRetryBackoffBounds(t *testing.T) {
 	for n := 1; n < 40; n++ {
 		ceiling := min(100*time.Millisecond<<min(n-1, 20), 10*time.Second)
 		for range 50 {
-			if d := p.loop.retry.Delay(n); d < 0 || d > ceiling {
+			if d := p.loop.reqs.retry.Delay(n); d < 0 || d > ceiling {
 				t.Fatalf("backoff(attempt %d) = %v, outside [0, %v]", n, d, ceiling)
 			}
 		}
