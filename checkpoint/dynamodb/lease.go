@@ -64,7 +64,6 @@ func NewLeases(s *Store, owner string) (*Leases, error) {
 // Owner returns the owner id the leases are taken for.
 func (l *Leases) Owner() string { return l.owner }
 
-
 // List returns every item of scope (see Scope), in key order, with a
 // strongly consistent read.
 func (l *Leases) List(ctx context.Context, scope string) ([]checkpoint.Lease, error) {

@@ -18,7 +18,7 @@ import (
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/dedupe"
 	"github.com/cdcbridge/cdcbridge/internal/testenv"
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
+	"github.com/cdcbridge/cdcbridge/kpl"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/dedupe"
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
+	"github.com/cdcbridge/cdcbridge/kpl"
 )
 
 // The Lambda event and response shapes for a Kinesis trigger with

@@ -3,7 +3,7 @@ package kinesisfake
 import (
 	"math/big"
 
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
+	"github.com/cdcbridge/cdcbridge/hashkey"
 )
 
 // parseHashKey parses an explicit hash key as PutRecords takes it: AWS's

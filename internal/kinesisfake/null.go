@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
+	"github.com/cdcbridge/cdcbridge/hashkey"
 )
 
 // nullStream is the one stream a null-mode server holds. It keeps no

@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
+	"github.com/cdcbridge/cdcbridge/hashkey"
+	"github.com/cdcbridge/cdcbridge/kpl"
 )
 
 // maxRecordBytes is the record limit (data plus partition key) enforced.

@@ -36,7 +36,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
+	"github.com/cdcbridge/cdcbridge/kpl"
 )
 
 // Options configure a Server. The zero value is a null-mode server with

@@ -16,8 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
+	"github.com/cdcbridge/cdcbridge/hashkey"
+	"github.com/cdcbridge/cdcbridge/kpl"
 )
 
 func client(t testing.TB, url string) *kinesis.Client {

@@ -2,7 +2,7 @@ package verify
 
 // The verifier's own reading of the KPL aggregated-record format, written
 // from the format's description (amazon-kinesis-producer's
-// aggregation-format.md), independently of sink/kinesis/kpl:
+// aggregation-format.md), independently of kpl:
 //
 //	record    = magic (F3 89 9A C2) || protobuf AggregatedRecord || MD5(protobuf)
 //	AggregatedRecord {

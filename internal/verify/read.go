@@ -2,7 +2,7 @@
 // checks it against what a workload wrote, independently of the code under
 // test: its own GetRecords loop over every shard (not `cdcbridge tail`), its
 // own KPL de-aggregation written from the format's description (not
-// sink/kinesis/kpl), and its own reading of the envelope contract, with
+// kpl), and its own reading of the envelope contract, with
 // the CloudEvents SDK as a second opinion.
 //
 // ReadAll returns every user record. Check counts duplicates and per-key

@@ -72,7 +72,7 @@ func aggregate(keys, ehks []string, datas [][]byte) []byte {
 
 // nodeAggregate aggregates with the npm package aws-kinesis-agg, an
 // implementation of the format independent of this package and of
-// sink/kinesis/kpl.
+// kpl.
 func nodeAggregate(t *testing.T, users []aggUser) []byte {
 	t.Helper()
 	cache, err := testenv.NodeCache()

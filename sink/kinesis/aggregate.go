@@ -1,6 +1,6 @@
 package kinesis
 
-import "github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
+import "github.com/cdcbridge/cdcbridge/kpl"
 
 // aggregate builds one aggregate from s's ready keys (only the first with
 // oneKey) and adds it to b. The entry (partition key included) stays

@@ -3,7 +3,7 @@ package kinesis
 import (
 	"time"
 
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
+	"github.com/cdcbridge/cdcbridge/hashkey"
 )
 
 // keyState is the queue of one partition key's records (with

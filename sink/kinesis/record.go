@@ -6,7 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
+	"github.com/cdcbridge/cdcbridge/hashkey"
 )
 
 // record is one event on its way: its envelope, encoded once by Put, and

@@ -9,7 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"golang.org/x/time/rate"
 
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
+	"github.com/cdcbridge/cdcbridge/hashkey"
 )
 
 // streamView is the stream as the loop last read it: its summary, the

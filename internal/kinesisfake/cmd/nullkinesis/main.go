@@ -9,7 +9,7 @@
 //     the record size of -max-record-kib, partition keys of 1 to 256
 //     characters); a request over them is rejected as Kinesis would;
 //   - every record's data is base64-decoded, and KPL aggregates are
-//     de-aggregated (their MD5 digest checked) with sink/kinesis/kpl;
+//     de-aggregated (their MD5 digest checked) with kpl;
 //   - every user record must be a cdcbridge envelope: it starts with
 //     {"specversion":"1.0","id":"...", and its id is remembered, so that
 //     the count of distinct ids (Unique) is what a consumer dropping
@@ -48,8 +48,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cdcbridge/cdcbridge/hashkey"
 	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
 )
 
 func main() {

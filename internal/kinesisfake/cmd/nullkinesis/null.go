@@ -13,8 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
+	"github.com/cdcbridge/cdcbridge/hashkey"
+	"github.com/cdcbridge/cdcbridge/kpl"
 )
 
 // AWS's fixed PutRecords limits.

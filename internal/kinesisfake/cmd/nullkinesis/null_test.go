@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
+	"github.com/cdcbridge/cdcbridge/kpl"
 )
 
 func newTestNull(t *testing.T, latency bool) *httptest.Server {

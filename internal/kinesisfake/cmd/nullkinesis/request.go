@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/kpl"
+	"github.com/cdcbridge/cdcbridge/kpl"
 )
 
 // request is one PutRecords request being handled; its buffers are reused.

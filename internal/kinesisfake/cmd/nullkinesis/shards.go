@@ -4,7 +4,7 @@ import (
 	"sort"
 	"sync/atomic"
 
-	"github.com/cdcbridge/cdcbridge/sink/kinesis/hashkey"
+	"github.com/cdcbridge/cdcbridge/hashkey"
 )
 
 type shardRange struct {
