@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -231,6 +233,76 @@ func TestPrintConfigRedacts(t *testing.T) {
 	for _, v := range configVars() {
 		if !strings.Contains(out, v.Name) || v.Desc == "" {
 			t.Errorf("variable %s missing or without meaning", v.Name)
+		}
+	}
+}
+
+// TestConfigQuotedTables: the tables variable takes quoted SQL names, with
+// commas and dots inside the quotes, as the source parses them.
+func TestConfigQuotedTables(t *testing.T) {
+	setEnv(t, map[string]string{
+		"CDCBRIDGE_SOURCE":          "postgres",
+		"CDCBRIDGE_KINESIS_STREAM":  "orders",
+		"CDCBRIDGE_POSTGRES_URL":    "postgres://app@db/app",
+		"CDCBRIDGE_POSTGRES_TABLES": `"My Schema"."Odd,Table", public.orders,"a""b".x.y`,
+	})
+	_, err := loadConfig()
+	if err == nil || !strings.Contains(err.Error(), `CDCBRIDGE_POSTGRES_TABLES: "\"a\"\"b\".x.y" is not schema.table`) {
+		t.Fatalf("three-part name: %v", err)
+	}
+	t.Setenv("CDCBRIDGE_POSTGRES_TABLES", `"My Schema"."Odd,Table", public.orders, "a""b".x`)
+	c, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{`"My Schema"."Odd,Table"`, "public.orders", `"a""b".x`}, c.Postgres.Tables); diff != "" {
+		t.Fatalf("tables (-want +got):\n%s", diff)
+	}
+}
+
+func TestUnknownVariables(t *testing.T) {
+	var p parser
+	p.unknownVariables([]string{
+		"CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSON=gzip",
+		"CDCBRIDGE_POSTGRES_SLTO=x",
+		"CDCBRIDGE_SOURCE=postgres",        // an option
+		"CDCBRIDGE_TEST_PG_VERSION=17",     // the tests' own knobs
+		"CDCBRIDGE_BENCH_PPROF_ADDR=:6060", // the benchmark's
+		"PATH=/bin", "cdcbridge_source=x",  // not ours
+	})
+	want := []string{
+		"CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSON is not a cdcbridge variable; did you mean CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION? (cdcbridge config lists them all)",
+		"CDCBRIDGE_POSTGRES_SLTO is not a cdcbridge variable; did you mean CDCBRIDGE_POSTGRES_SLOT? (cdcbridge config lists them all)",
+	}
+	if diff := cmp.Diff(want, p.problems); diff != "" {
+		t.Fatalf("problems (-want +got):\n%s", diff)
+	}
+}
+
+// TestConfigJSON: `cdcbridge config --json` lists the declarations, and
+// every default is a value its own variable accepts.
+func TestConfigJSON(t *testing.T) {
+	var out, errOut strings.Builder
+	if code := run(context.Background(), []string{"config", "--json"}, &out, &errOut); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var got []configVar
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := configVars()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("config --json (-want +got):\n%s", diff)
+	}
+	for _, o := range options {
+		if o.def == "" {
+			continue
+		}
+		var p parser
+		p.current = o.name
+		o.set(&p, &Config{}, o.def)
+		if len(p.problems) > 0 {
+			t.Errorf("the default of %s is refused: %v", name(o.name), p.problems)
 		}
 	}
 }
