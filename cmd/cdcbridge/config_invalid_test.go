@@ -43,6 +43,7 @@ func TestEveryVariableRejectsAnInvalidValue(t *testing.T) {
 		{"CDCBRIDGE_POSTGRES_PUBLICATION", strings.Repeat("p", 60), "at most 51 characters"},
 		{"CDCBRIDGE_POSTGRES_TABLES", `public.orders, "unterminated.x`, "unterminated quote"},
 		{"CDCBRIDGE_POSTGRES_TABLES", "orders", "is not schema.table"},
+		{"CDCBRIDGE_POSTGRES_TABLES", "public.bad table", "not an SQL name"},
 		{"CDCBRIDGE_POSTGRES_SNAPSHOT", "always", `unknown value "always"`},
 		{"CDCBRIDGE_POSTGRES_SNAPSHOT_CHUNK_ROWS", "0", "not a positive integer"},
 		{"CDCBRIDGE_POSTGRES_ON_SLOT_LOST", "ignore", `unknown value "ignore"`},

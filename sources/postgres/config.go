@@ -303,8 +303,13 @@ func splitTableName(s string) (schema, table string, err error) {
 	}
 }
 
-// splitQualified splits a dotted SQL name; unquoted parts fold to lower
-// case as PostgreSQL folds them.
+// unquotedRE is an unquoted SQL identifier: a letter or underscore, then
+// letters, digits, underscores and dollars (non-ASCII letters included,
+// as PostgreSQL takes them).
+var unquotedRE = regexp.MustCompile(`^(?:[A-Za-z_]|[^\x00-\x7f])(?:[A-Za-z0-9_$]|[^\x00-\x7f])*$`)
+
+// splitQualified splits a dotted SQL name; unquoted parts are SQL
+// identifiers and fold to lower case as PostgreSQL folds them.
 func splitQualified(s string) ([]string, error) {
 	var parts []string
 	for i := 0; ; {
@@ -337,6 +342,9 @@ func splitQualified(s string) ([]string, error) {
 					return nil, errors.New("quote inside a name")
 				}
 				i++
+			}
+			if !unquotedRE.MatchString(s[start:i]) {
+				return nil, fmt.Errorf("%q is not an SQL name (quote it: \"%s\")", s[start:i], strings.ReplaceAll(s[start:i], `"`, `""`))
 			}
 			part.WriteString(strings.ToLower(s[start:i]))
 		}

@@ -21,6 +21,9 @@ func TestParseTableList(t *testing.T) {
 		{in: "a.b.c", err: "is not schema.table"},
 		{in: `public."open`, err: "unterminated quote"},
 		{in: "public.orders,,x.y", err: "empty name"},
+		{in: "public.bad table", err: `"bad table" is not an SQL name (quote it: "bad table")`},
+		{in: "public.1st", err: "not an SQL name"},
+		{in: "public.été, s.t$1", want: [][2]string{{"public", "été"}, {"s", "t$1"}}},
 	}
 	for _, tt := range tests {
 		got, err := ParseTableList(tt.in)
