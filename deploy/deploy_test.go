@@ -1,6 +1,8 @@
 package deploy
 
 import (
+	"encoding/json"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -12,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -126,47 +129,52 @@ func goSources(t *testing.T, dirs ...string) []goFile {
 	return out
 }
 
-// configVariable is one CDCBRIDGE_ variable as cmd/cdcbridge declares it.
+// configVariable is one CDCBRIDGE_ variable as `cdcbridge config --json`
+// declares it.
 type configVariable struct {
-	Default string
+	Name    string `json:"name"`
+	Default string `json:"default"`
 }
 
-// configVariables reads the daemon's variables and defaults from the
-// option declarations in cmd/cdcbridge (option{name: ..., def: ...}), so
-// the artefacts cannot name a variable the daemon does not read.
+var configOnce struct {
+	sync.Once
+	vars map[string]configVariable
+	err  error
+}
+
+// configVariables reads the daemon's variables and defaults from
+// `cdcbridge config --json`, the declarations the daemon parses its
+// environment with, so the artefacts cannot name a variable the daemon
+// does not read.
 func configVariables(t *testing.T) map[string]configVariable {
 	t.Helper()
-	out := map[string]configVariable{}
-	for _, f := range goSources(t, "cmd/cdcbridge") {
-		ast.Inspect(f.file, func(n ast.Node) bool {
-			lit, ok := n.(*ast.CompositeLit)
-			if !ok {
-				return true
-			}
-			fields := map[string]string{}
-			for _, e := range lit.Elts {
-				kv, ok := e.(*ast.KeyValueExpr)
-				if !ok {
-					continue
-				}
-				key, ok1 := kv.Key.(*ast.Ident)
-				val, ok2 := kv.Value.(*ast.BasicLit)
-				if ok1 && ok2 && val.Kind == token.STRING {
-					if v, err := strconv.Unquote(val.Value); err == nil {
-						fields[key.Name] = v
-					}
-				}
-			}
-			if name, ok := fields["name"]; ok && fields["desc"] != "" {
-				out["CDCBRIDGE_"+name] = configVariable{Default: fields["def"]}
-			}
-			return true
-		})
+	configOnce.Do(func() {
+		cmd := exec.Command("go", "run", "./cmd/cdcbridge", "config", "--json")
+		cmd.Dir = root
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			configOnce.err = fmt.Errorf("cdcbridge config --json: %v\n%s", err, stderr.String())
+			return
+		}
+		var vars []configVariable
+		if err := json.Unmarshal(out, &vars); err != nil {
+			configOnce.err = fmt.Errorf("cdcbridge config --json: %v", err)
+			return
+		}
+		configOnce.vars = map[string]configVariable{}
+		for _, v := range vars {
+			configOnce.vars[v.Name] = v
+		}
+	})
+	if configOnce.err != nil {
+		t.Fatal(configOnce.err)
 	}
-	if len(out) < 10 {
-		t.Fatalf("found only %d CDCBRIDGE_ variables in cmd/cdcbridge; has the configuration moved?", len(out))
+	if len(configOnce.vars) < 10 {
+		t.Fatalf("cdcbridge config --json lists only %d variables", len(configOnce.vars))
 	}
-	return out
+	return configOnce.vars
 }
 
 // metricNameRE matches a metric name in PromQL, Go string literals or

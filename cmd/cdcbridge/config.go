@@ -3,15 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	kinesissink "github.com/cdcbridge/cdcbridge/sink/kinesis"
@@ -50,81 +49,116 @@ type Config struct {
 }
 
 // options are every variable, in the order `cdcbridge config` prints them.
+// A field's rule lives with its package (pgsource.ValidateSlot, ...) and
+// set calls it, so a value accepted here is one the package takes; the
+// defaults of package fields are the packages' Default constants.
 var options = []option{
 	{name: "SOURCE", desc: "postgres or dynamodb (required)",
 		set: func(p *parser, c *Config, v string) { c.Source = p.enum(v, true, "postgres", "dynamodb") }},
 	{name: "KINESIS_STREAM", desc: "Kinesis stream name or ARN (required)",
-		set: func(p *parser, c *Config, v string) { c.Sink.Stream = p.required(v) }},
+		set: func(p *parser, c *Config, v string) {
+			if c.Sink.Stream = p.required(v); v != "" {
+				p.check(kinesissink.ValidateStream(v))
+			}
+		}},
 
 	{name: "POSTGRES_URL", secret: true, desc: "libpq URL of the database (required for postgres; the password is never logged)",
-		set: func(p *parser, c *Config, v string) { c.Postgres.URL = v }},
-	{name: "POSTGRES_SLOT", def: "cdcbridge", desc: "replication slot, created if missing",
-		set: func(p *parser, c *Config, v string) { c.Postgres.Slot = p.identifier(v, slotName) }},
-	{name: "POSTGRES_PUBLICATION", def: "cdcbridge", desc: "publication, created if missing",
-		set: func(p *parser, c *Config, v string) { c.Postgres.Publication = p.identifier(v, pubName) }},
-	{name: "POSTGRES_TABLES", desc: "schema.table,... for a new publication (empty: all tables)",
-		set: func(p *parser, c *Config, v string) { c.Postgres.Tables = p.tables(v) }},
-	{name: "POSTGRES_SNAPSHOT", def: "initial", desc: "initial (existing rows as read events when the slot is new) or never",
-		set: func(p *parser, c *Config, v string) { c.Postgres.Snapshot = p.enum(v, false, "initial", "never") }},
+		set: func(p *parser, c *Config, v string) {
+			if c.Postgres.URL = v; v != "" {
+				p.checkSecret(pgsource.ValidateURL(v), v)
+			}
+		}},
+	{name: "POSTGRES_SLOT", def: pgsource.DefaultSlot, desc: "replication slot, created if missing",
+		set: func(p *parser, c *Config, v string) { c.Postgres.Slot = v; p.check(pgsource.ValidateSlot(v)) }},
+	{name: "POSTGRES_PUBLICATION", def: pgsource.DefaultPublication, desc: "publication, created if missing",
+		set: func(p *parser, c *Config, v string) {
+			c.Postgres.Publication = v
+			p.check(pgsource.ValidatePublication(v))
+		}},
+	{name: "POSTGRES_TABLES", desc: `schema.table,... for a new publication (empty: all tables); quote a part as in SQL when it needs it: "My Schema"."Odd,Table"`,
+		set: func(p *parser, c *Config, v string) {
+			var err error
+			c.Postgres.Tables, err = pgsource.ParseTableList(v)
+			p.check(err)
+		}},
+	{name: "POSTGRES_SNAPSHOT", def: pgsource.SnapshotInitial, desc: "initial (existing rows as read events when the slot is new) or never",
+		set: func(p *parser, c *Config, v string) { c.Postgres.Snapshot = v; p.check(pgsource.ValidateSnapshot(v)) }},
 	{name: "POSTGRES_SNAPSHOT_CHUNK_ROWS", def: strconv.Itoa(pgsource.DefaultSnapshotChunkRows), desc: "most rows per snapshot chunk (fewer for large rows: a chunk's events take at most 8 MiB and a quarter of `MAX_INFLIGHT_BYTES`); a crash reads at most one chunk per table again",
 		set: func(p *parser, c *Config, v string) { c.Postgres.SnapshotChunkRows = p.positiveInt(v) }},
-	{name: "POSTGRES_ON_SLOT_LOST", def: "fail", desc: "the slot vanished, was invalidated or was moved ahead by something else after this bridge streamed from it (also a new cluster at the same address): fail, resnapshot or continue (accepting a gap)",
+	{name: "POSTGRES_ON_SLOT_LOST", def: pgsource.OnSlotLostFail, desc: "the slot vanished, was invalidated or was moved ahead by something else after this bridge streamed from it (also a new cluster at the same address): fail, resnapshot or continue (accepting a gap)",
 		set: func(p *parser, c *Config, v string) {
-			c.Postgres.OnSlotLost = p.enum(v, false, "fail", "resnapshot", "continue")
+			c.Postgres.OnSlotLost = v
+			p.check(pgsource.ValidateOnSlotLost(v))
 		}},
-	{name: "POSTGRES_FAILOVER", def: "auto", desc: "make the slot a failover slot (PostgreSQL 17+) that standbys keep, so it survives a failover: auto (when synchronized_standby_slots is set), true or false",
-		set: func(p *parser, c *Config, v string) { c.Postgres.Failover = p.enum(v, false, "auto", "true", "false") }},
+	{name: "POSTGRES_FAILOVER", def: pgsource.FailoverAuto, desc: "make the slot a failover slot (PostgreSQL 17+) that standbys keep, so it survives a failover: auto (when synchronized_standby_slots is set), true or false",
+		set: func(p *parser, c *Config, v string) { c.Postgres.Failover = v; p.check(pgsource.ValidateFailover(v)) }},
 	{name: "POSTGRES_STANDBY_URLS", secret: true, desc: "comma-separated libpq URLs of the standbys that may take over; check verifies their failover-slot settings and synced slot (the daemon does not use them)",
-		set: func(p *parser, c *Config, v string) { c.Postgres.StandbyURLs = p.postgresURLs(v) }},
+		set: func(p *parser, c *Config, v string) {
+			c.Postgres.StandbyURLs = splitURLList(v)
+			for _, u := range c.Postgres.StandbyURLs {
+				p.checkSecret(pgsource.ValidateURL(u), u)
+			}
+		}},
 
 	{name: "DYNAMODB_TABLE", desc: "table whose stream is read (or set DYNAMODB_STREAM_ARN)",
-		set: func(p *parser, c *Config, v string) { c.DynamoDB.Table = v }},
+		set: func(p *parser, c *Config, v string) {
+			if c.DynamoDB.Table = v; v != "" {
+				p.check(ddbsource.ValidateTable(v))
+			}
+		}},
 	{name: "DYNAMODB_STREAM_ARN", desc: "stream ARN (or set DYNAMODB_TABLE)",
-		set: func(p *parser, c *Config, v string) { c.DynamoDB.StreamARN = v }},
-	{name: "DYNAMODB_START", def: "trim_horizon", desc: "where to start without a checkpoint: trim_horizon or latest",
-		set: func(p *parser, c *Config, v string) { c.DynamoDB.Start = p.enum(v, false, "trim_horizon", "latest") }},
-	{name: "DYNAMODB_ON_TRIMMED", def: "fail", desc: "records expired before they were read: fail or skip (continue, counted and logged)",
-		set: func(p *parser, c *Config, v string) { c.DynamoDB.OnTrimmed = p.enum(v, false, "fail", "skip") }},
-	{name: "DYNAMODB_SNAPSHOT", def: "initial", desc: "initial (the table's existing items as read events, loaded while the stream flows, when the stream has no checkpoint yet) or never; not yet with a dynamodb:// store (unset there: never)",
-		set: func(p *parser, c *Config, v string) { c.DynamoDB.Snapshot = p.enum(v, false, "initial", "never") }},
+		set: func(p *parser, c *Config, v string) {
+			if c.DynamoDB.StreamARN = v; v != "" {
+				p.check(ddbsource.ValidateStreamARN(v))
+			}
+		}},
+	{name: "DYNAMODB_START", def: ddbsource.StartTrimHorizon, desc: "where to start without a checkpoint: trim_horizon or latest",
+		set: func(p *parser, c *Config, v string) { c.DynamoDB.Start = v; p.check(ddbsource.ValidateStart(v)) }},
+	{name: "DYNAMODB_ON_TRIMMED", def: ddbsource.OnTrimmedFail, desc: "records expired before they were read: fail or skip (continue, counted and logged)",
+		set: func(p *parser, c *Config, v string) {
+			c.DynamoDB.OnTrimmed = v
+			p.check(ddbsource.ValidateOnTrimmed(v))
+		}},
+	// The package's zero value is never; the daemon loads by default.
+	{name: "DYNAMODB_SNAPSHOT", def: ddbsource.SnapshotInitial, desc: "initial (the table's existing items as read events, loaded while the stream flows, when the stream has no checkpoint yet) or never; not yet with a dynamodb:// store (unset there: never)",
+		set: func(p *parser, c *Config, v string) { c.DynamoDB.Snapshot = v; p.check(ddbsource.ValidateSnapshot(v)) }},
 	{name: "DYNAMODB_SNAPSHOT_SEGMENTS", def: "0", desc: "segments of a load's parallel Scan, 1 to 1000 (0: one per GiB or million items of the table, 1 to 16); each holds up to three 1 MB pages in memory (read, read ahead, held)",
 		set: func(p *parser, c *Config, v string) {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 || n > 1000 {
-				p.add("%s: %q is not a number of segments from 0 (from the table's size) to 1000", p.name(), v)
+			if n, ok := p.integer(v); ok {
+				c.DynamoDB.SnapshotSegments = n
+				p.check(ddbsource.ValidateSnapshotSegments(n))
 			}
-			c.DynamoDB.SnapshotSegments = n
 		}},
 	{name: "DYNAMODB_SNAPSHOT_MAX_RCU", def: "0", desc: "read capacity units per second a load may consume, measured from what DynamoDB reports (0: half the table's provisioned read capacity, no limit for an on-demand table); a load backs off when the table throttles it",
 		set: func(p *parser, c *Config, v string) {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
-				p.add("%s: %q is not a number of read capacity units per second (0 or more)", p.name(), v)
+			if f, ok := p.number(v); ok {
+				c.DynamoDB.SnapshotMaxRCU = f
+				p.check(ddbsource.ValidateSnapshotMaxRCU(f))
 			}
-			c.DynamoDB.SnapshotMaxRCU = f
 		}},
 	{name: "DYNAMODB_SNAPSHOT_CONFIRM_LONG", def: "false", desc: "true runs a load estimated to take near or over the stream's 24-hour retention (from the table's size and the budget); without it such a load is refused",
 		set: func(p *parser, c *Config, v string) { c.DynamoDB.SnapshotConfirmLong = p.boolean(v) }},
-	{name: "DYNAMODB_IDLE_POLL", def: "1s", desc: "wait before polling a shard that returned no records",
+	{name: "DYNAMODB_IDLE_POLL", def: ddbsource.DefaultIdleInterval.String(), desc: "wait before polling a shard that returned no records",
 		set: func(p *parser, c *Config, v string) { c.DynamoDB.IdleInterval = p.duration(v) }},
-	{name: "LEASE_DURATION", def: "10s", desc: "DynamoDB shard lease length when several instances share a stream (dynamodb:// store); for Postgres, how long the server keeps a silent leader's lock before a standby takes over (at least 1s)",
+	{name: "LEASE_DURATION", def: ddbsource.DefaultLeaseDuration.String(), desc: "DynamoDB shard lease length when several instances share a stream (dynamodb:// store); for Postgres, how long the server keeps a silent leader's lock before a standby takes over (at least 1s)",
 		set: func(p *parser, c *Config, v string) {
-			d := p.duration(v)
-			if d > 0 && d < time.Second {
-				p.add("%s: %s is below 1s; leases and the Postgres leader's lock need time to renew", p.name(), d)
+			// The Postgres bound (1s) is above the DynamoDB one.
+			if d := p.duration(v); d > 0 {
+				p.check(pgsource.ValidateLeaderTimeout(d))
+				c.DynamoDB.LeaseDuration, c.Postgres.LeaderTimeout = d, d
 			}
-			c.DynamoDB.LeaseDuration, c.Postgres.LeaderTimeout = d, d
 		}},
 
 	{name: "CHECKPOINT_STORE", def: "file:///var/lib/cdcbridge/checkpoints.json", desc: "file:///PATH, or dynamodb://TABLE (shared by several instances)",
 		set: func(p *parser, c *Config, v string) { c.Store.Scheme, c.Store.Target = p.store(v) }},
 
-	{name: "KINESIS_LINGER", def: "50ms", desc: "longest wait to fill a batch",
+	{name: "KINESIS_LINGER", def: kinesissink.DefaultLinger.String(), desc: "longest wait to fill a batch",
 		set: func(p *parser, c *Config, v string) { c.Sink.Linger = p.duration(v) }},
-	{name: "KINESIS_MAX_IN_FLIGHT", def: "8", desc: "concurrent PutRecords requests",
+	{name: "KINESIS_MAX_IN_FLIGHT", def: strconv.Itoa(kinesissink.DefaultMaxInFlight), desc: "concurrent PutRecords requests",
 		set: func(p *parser, c *Config, v string) {
-			if c.Sink.MaxInFlight = p.positiveInt(v); c.Sink.MaxInFlight > 256 {
-				p.add("%s: %d is above 256, the most concurrent PutRecords requests the producer runs", p.name(), c.Sink.MaxInFlight)
+			if n, ok := p.integer(v); ok {
+				c.Sink.MaxInFlight = n
+				p.check(kinesissink.ValidateMaxInFlight(n))
 			}
 		}},
 	{name: "KINESIS_AGGREGATE", def: "false", desc: "KPL aggregation: false, true (every record) or hot (only a key's run of two or more queued records)",
@@ -149,45 +183,59 @@ var options = []option{
 				p.add("%s: %q is not none or gzip", p.name(), v)
 			}
 		}},
-	{name: "KINESIS_CONNECT_TIMEOUT", def: "2s", desc: "TCP+TLS connect timeout",
+	{name: "KINESIS_CONNECT_TIMEOUT", def: kinesissink.DefaultConnectTimeout.String(), desc: "TCP+TLS connect timeout",
 		set: func(p *parser, c *Config, v string) { c.Sink.ConnectTimeout = p.duration(v) }},
-	{name: "KINESIS_REQUEST_TIMEOUT", def: "10s", desc: "timeout of one PutRecords attempt",
+	{name: "KINESIS_REQUEST_TIMEOUT", def: kinesissink.DefaultRequestTimeout.String(), desc: "timeout of one PutRecords attempt",
 		set: func(p *parser, c *Config, v string) {
 			// Also how long a DynamoDB lease holder's sends may take.
 			c.Sink.RequestTimeout = p.duration(v)
 			c.DynamoDB.SendTimeout = c.Sink.RequestTimeout
 		}},
-	{name: "KINESIS_MAX_REQUEST_BYTES", def: "5MiB", desc: "PutRecords request size limit (AWS allows up to 10MiB)",
+	{name: "KINESIS_MAX_REQUEST_BYTES", def: formatSize(kinesissink.DefaultMaxRequestBytes), desc: "PutRecords request size limit, 1MiB to 10MiB (AWS allows up to 10MiB)",
 		set: func(p *parser, c *Config, v string) {
 			n := p.size(v)
-			switch {
-			case n > 10<<20:
-				p.add("%s: %d is above the 10MiB Kinesis allows per PutRecords request", p.name(), n)
-			case n > 0 && n < 1<<20:
-				p.add("%s: %d is below 1MiB, the smallest record limit of a stream", p.name(), n)
+			if n == 0 {
+				return
 			}
-			c.Sink.MaxRequestBytes = int(n)
+			c.Sink.MaxRequestBytes = int(min(n, math.MaxInt32))
+			if n < kinesissink.MinStreamRecordBytes {
+				p.add("%s: %d is below 1MiB, the smallest record limit of a stream (records the stream takes would go to the dead-letter store)", p.name(), n)
+			} else {
+				p.check(kinesissink.ValidateMaxRequestBytes(c.Sink.MaxRequestBytes))
+			}
 		}},
 	{name: "KINESIS_AGGREGATE_MAX_BYTES", desc: "size cap of one KPL aggregate (empty: the stream's record limit)",
 		set: func(p *parser, c *Config, v string) {
 			if v != "" {
-				c.Sink.AggregateMaxBytes = int(p.size(v))
+				c.Sink.AggregateMaxBytes = int(min(p.size(v), math.MaxInt32))
 			}
 		}},
-	{name: "KINESIS_SHARD_HEADROOM", def: "0.9", desc: "fraction of each shard's write limits (1 MiB/s, 1000 records/s) the producer paces itself to",
-		set: func(p *parser, c *Config, v string) { c.Sink.ShardHeadroom = p.fraction(v) }},
-
-	{name: "ORDERING", def: "key", desc: "key (strict order per partition key) or none",
+	{name: "KINESIS_SHARD_HEADROOM", def: strconv.FormatFloat(kinesissink.DefaultShardHeadroom, 'g', -1, 64), desc: "fraction of each shard's write limits (1 MiB/s, 1000 records/s) the producer paces itself to",
 		set: func(p *parser, c *Config, v string) {
-			c.Sink.Ordering = kinesissink.Ordering(p.enum(v, false, "key", "none"))
+			if f, ok := p.number(v); ok {
+				c.Sink.ShardHeadroom = f
+				p.check(kinesissink.ValidateShardHeadroom(f))
+			}
 		}},
-	{name: "OVERSIZE", def: "dlq", desc: "record over the stream's size limit: dlq or fail",
-		set: func(p *parser, c *Config, v string) { c.Sink.Oversize = p.enum(v, false, "dlq", "fail") }},
-	{name: "DLQ_DIR", def: "/var/lib/cdcbridge/dlq", desc: "where oversize and poison events are kept",
-		set: func(p *parser, c *Config, v string) { c.Sink.DLQDir = p.required(v) }},
-	{name: "MAX_INFLIGHT_BYTES", def: "64MiB", desc: "back-pressure budget in bytes (64MiB, 10MB, 1048576)",
+
+	{name: "ORDERING", def: string(kinesissink.OrderingKey), desc: "key (strict order per partition key) or none",
+		set: func(p *parser, c *Config, v string) {
+			c.Sink.Ordering = kinesissink.Ordering(v)
+			p.check(kinesissink.ValidateOrdering(v))
+		}},
+	{name: "OVERSIZE", def: kinesissink.OversizeDLQ, desc: "record over the stream's size limit: dlq or fail",
+		set: func(p *parser, c *Config, v string) { c.Sink.Oversize = v; p.check(kinesissink.ValidateOversize(v)) }},
+	{name: "DLQ_DIR", def: kinesissink.DefaultDLQDir, desc: "where oversize and poison events are kept (an absolute path)",
+		set: func(p *parser, c *Config, v string) {
+			// A relative path would depend on the working directory,
+			// which a container seldom sets with the DLQ in mind.
+			if c.Sink.DLQDir = v; !filepath.IsAbs(v) {
+				p.add("%s: %q is not an absolute path", p.name(), v)
+			}
+		}},
+	{name: "MAX_INFLIGHT_BYTES", def: formatSize(kinesissink.DefaultMaxInFlightBytes), desc: "back-pressure budget in bytes (64MiB, 10MB, 1048576)",
 		set: func(p *parser, c *Config, v string) { c.Sink.MaxInFlightBytes = p.size(v) }},
-	{name: "MAX_INFLIGHT_EVENTS", def: "100000", desc: "back-pressure budget in events",
+	{name: "MAX_INFLIGHT_EVENTS", def: strconv.Itoa(kinesissink.DefaultMaxInFlightEvents), desc: "back-pressure budget in events",
 		set: func(p *parser, c *Config, v string) { c.Sink.MaxInFlightEvents = p.positiveInt(v) }},
 
 	{name: "HTTP_ADDR", def: ":9464", desc: "listen address of /metrics, /healthz, /readyz, /status",
@@ -225,21 +273,17 @@ func loadConfig() (*Config, error) {
 		o.set(&p, c, v)
 	}
 	p.current = ""
+	p.unknownVariables(os.Environ())
 	switch c.Source {
 	case "postgres":
 		if c.Postgres.URL == "" {
 			p.add("CDCBRIDGE_POSTGRES_URL is required with CDCBRIDGE_SOURCE=postgres (a libpq URL such as postgres://user:password@host:5432/db)")
-		} else if err := checkPostgresURL(c.Postgres.URL); err != nil {
-			p.add("CDCBRIDGE_POSTGRES_URL: %v", err)
 		}
 	case "dynamodb":
 		d := c.DynamoDB
 		if (d.Table == "") == (d.StreamARN == "") {
 			p.add("exactly one of CDCBRIDGE_DYNAMODB_TABLE and CDCBRIDGE_DYNAMODB_STREAM_ARN is required with CDCBRIDGE_SOURCE=dynamodb (got %s)",
 				map[bool]string{true: "neither", false: "both"}[d.Table == ""])
-		}
-		if d.StreamARN != "" && !strings.HasPrefix(d.StreamARN, "arn:") {
-			p.add("CDCBRIDGE_DYNAMODB_STREAM_ARN: %q is not an ARN (want arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL)", d.StreamARN)
 		}
 		if c.Store.Scheme == "dynamodb" && d.Snapshot == ddbsource.SnapshotInitial {
 			// Instances sharing a stream through leases cannot see each
@@ -280,6 +324,37 @@ func (p *parser) add(format string, args ...any) {
 
 func name(v string) string { return envPrefix + "_" + v }
 
+// check records err, when there is one, as a problem of the variable.
+func (p *parser) check(err error) {
+	if err != nil {
+		p.add("%s: %v", p.name(), err)
+	}
+}
+
+// checkSecret is check for a value that may hold a password.
+func (p *parser) checkSecret(err error, value string) {
+	if err != nil {
+		p.add("%s: %s", p.name(), redactError(err.Error(), value))
+	}
+}
+
+func (p *parser) integer(s string) (int, bool) {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		p.add("%s: %q is not an integer", p.name(), s)
+	}
+	return n, err == nil
+}
+
+func (p *parser) number(s string) (float64, bool) {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		p.add("%s: %q is not a number", p.name(), s)
+		return 0, false
+	}
+	return f, true
+}
+
 func (p *parser) required(s string) string {
 	if strings.TrimSpace(s) == "" {
 		p.add("%s is required", p.name())
@@ -319,15 +394,6 @@ func (p *parser) positiveInt(s string) int {
 	return n
 }
 
-func (p *parser) fraction(s string) float64 {
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f <= 0 || f > 1 {
-		p.add("%s: %q is not a fraction in (0, 1] (for example 0.9)", p.name(), s)
-		return 0
-	}
-	return f
-}
-
 func (p *parser) boolean(s string) bool {
 	b, err := strconv.ParseBool(s)
 	if err != nil {
@@ -342,35 +408,6 @@ func (p *parser) size(s string) int64 {
 		p.add("%s: %v", p.name(), err)
 	}
 	return n
-}
-
-var (
-	slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
-	pubName  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]{0,62}$`)
-	tableRe  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$`)
-)
-
-func (p *parser) identifier(s string, re *regexp.Regexp) string {
-	if !re.MatchString(s) {
-		p.add("%s: %q is not a valid name (allowed: %s)", p.name(), s, re.String())
-	}
-	return s
-}
-
-func (p *parser) tables(s string) []string {
-	if strings.TrimSpace(s) == "" {
-		return nil
-	}
-	var out []string
-	for _, t := range strings.Split(s, ",") {
-		t = strings.TrimSpace(t)
-		if !tableRe.MatchString(t) {
-			p.add("%s: %q is not schema.table", p.name(), t)
-			continue
-		}
-		out = append(out, t)
-	}
-	return out
 }
 
 func (p *parser) store(s string) (scheme, target string) {
@@ -397,6 +434,20 @@ func (p *parser) store(s string) (scheme, target string) {
 		p.add("%s: unknown scheme in %q (file:///PATH or dynamodb://TABLE)", p.name(), s)
 		return "", ""
 	}
+}
+
+// formatSize writes n as parseSize reads it, in the largest binary unit
+// that divides it.
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		unit string
+		mult int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.mult && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.unit
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // parseSize accepts a plain byte count or a number with a unit: B, KB, MB,
@@ -435,19 +486,6 @@ func checkListenAddr(s string) error {
 		return fmt.Errorf("has no valid port (0 to 65535)")
 	}
 	return nil
-}
-
-func checkPostgresURL(s string) error {
-	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
-		if _, err := url.Parse(s); err != nil {
-			return errors.New("not a valid URL: " + redactError(err.Error(), s))
-		}
-		return nil
-	}
-	if strings.Contains(s, "=") { // keyword/value form: host=... dbname=...
-		return nil
-	}
-	return errors.New("want postgres://user:password@host:port/database or host=... dbname=...")
 }
 
 var kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
@@ -494,56 +532,10 @@ func splitURLList(s string) []string {
 	return out
 }
 
-func (p *parser) postgresURLs(s string) []string {
-	urls := splitURLList(s)
-	for _, u := range urls {
-		if err := checkPostgresURL(u); err != nil {
-			p.add("%s: %v", p.name(), err)
-		}
-	}
-	return urls
-}
-
 // redactError removes a secret-bearing string from an error text.
 func redactError(msg, secret string) string {
 	if secret == "" {
 		return msg
 	}
 	return strings.ReplaceAll(msg, secret, redactURL(secret))
-}
-
-// printConfig writes every variable: name, default, meaning, and the value
-// as set in the environment (secrets redacted; blank means the default).
-func printConfig(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING\tSET TO")
-	for _, v := range configVars() {
-		cur := ""
-		if val, ok := os.LookupEnv(v.Name); ok {
-			cur = val
-			if v.Secret {
-				cur = redactURLs(val)
-			}
-		}
-		def := v.Default
-		if def == "" {
-			def = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, def, v.Desc, cur)
-	}
-	return tw.Flush()
-}
-
-type configVar struct {
-	Name, Default, Desc string
-	Secret              bool
-}
-
-// configVars lists the variables in declaration order.
-func configVars() []configVar {
-	out := make([]configVar, len(options))
-	for i, o := range options {
-		out[i] = configVar{Name: name(o.name), Default: o.def, Desc: o.desc, Secret: o.secret}
-	}
-	return out
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -77,14 +79,14 @@ func TestConfigErrors(t *testing.T) {
 			"exactly one of CDCBRIDGE_DYNAMODB_TABLE and CDCBRIDGE_DYNAMODB_STREAM_ARN is required with CDCBRIDGE_SOURCE=dynamodb (got neither)",
 		}},
 		{"dynamodb both", map[string]string{"CDCBRIDGE_SOURCE": "dynamodb", "CDCBRIDGE_KINESIS_STREAM": "s",
-			"CDCBRIDGE_DYNAMODB_TABLE": "t", "CDCBRIDGE_DYNAMODB_STREAM_ARN": "arn:aws:dynamodb:us-east-1:1:table/t/stream/x"}, []string{
+			"CDCBRIDGE_DYNAMODB_TABLE": "orders", "CDCBRIDGE_DYNAMODB_STREAM_ARN": "arn:aws:dynamodb:us-east-1:1:table/orders/stream/x"}, []string{
 			"(got both)",
 		}},
 		{"checkpoint file with a host", base(map[string]string{"CDCBRIDGE_CHECKPOINT_STORE": "file://relative/cp.json"}), []string{
 			`CDCBRIDGE_CHECKPOINT_STORE: "file://relative/cp.json" needs an absolute path`,
 		}},
 		{"too many requests in flight", base(map[string]string{"CDCBRIDGE_KINESIS_MAX_IN_FLIGHT": "100000"}), []string{
-			"CDCBRIDGE_KINESIS_MAX_IN_FLIGHT: 100000 is above 256",
+			"CDCBRIDGE_KINESIS_MAX_IN_FLIGHT: 100000 is not between 1 and 256",
 		}},
 		{"hot aggregation without key ordering", base(map[string]string{"CDCBRIDGE_KINESIS_AGGREGATE": "hot", "CDCBRIDGE_ORDERING": "none"}), []string{
 			"CDCBRIDGE_KINESIS_AGGREGATE=hot needs CDCBRIDGE_ORDERING=key",
@@ -107,8 +109,8 @@ func TestConfigErrors(t *testing.T) {
 			"CDCBRIDGE_DYNAMODB_SNAPSHOT_MAX_RCU":      "-1",
 			"CDCBRIDGE_DYNAMODB_SNAPSHOT_CONFIRM_LONG": "maybe",
 		}), []string{
-			`CDCBRIDGE_DYNAMODB_SNAPSHOT_SEGMENTS: "2000" is not a number of segments from 0 (from the table's size) to 1000`,
-			`CDCBRIDGE_DYNAMODB_SNAPSHOT_MAX_RCU: "-1" is not a number of read capacity units per second (0 or more)`,
+			`CDCBRIDGE_DYNAMODB_SNAPSHOT_SEGMENTS: 2000: want 0 (from the table's size) to 1000`,
+			`CDCBRIDGE_DYNAMODB_SNAPSHOT_MAX_RCU: -1: want a number of read capacity units per second, 0 or more`,
 			`CDCBRIDGE_DYNAMODB_SNAPSHOT_CONFIRM_LONG: "maybe" is not a boolean (true or false)`,
 			`CDCBRIDGE_DYNAMODB_SNAPSHOT=initial is not supported yet with CDCBRIDGE_CHECKPOINT_STORE=dynamodb://`,
 		}},
@@ -135,8 +137,8 @@ func TestConfigErrors(t *testing.T) {
 			`CDCBRIDGE_KINESIS_LINGER: "soon" is not a positive duration`,
 			`CDCBRIDGE_SHUTDOWN_TIMEOUT: "-1s" is not a positive duration`,
 			`CDCBRIDGE_MAX_INFLIGHT_BYTES: "lots" is not a size (for example 64MiB, 10MB, 1048576)`,
-			`CDCBRIDGE_KINESIS_MAX_REQUEST_BYTES: 67108864 is above the 10MiB`,
-			`CDCBRIDGE_KINESIS_MAX_IN_FLIGHT: "0" is not a positive integer`,
+			`CDCBRIDGE_KINESIS_MAX_REQUEST_BYTES: 67108864 is above the 10 MiB`,
+			`CDCBRIDGE_KINESIS_MAX_IN_FLIGHT: 0 is not between 1 and 256`,
 			`CDCBRIDGE_KINESIS_AGGREGATE: "maybe" is not false, true or hot`,
 			`CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION: "zstd" is not none or gzip`,
 			`CDCBRIDGE_ORDERING: unknown value "partial" (one of key, none)`,
@@ -144,7 +146,7 @@ func TestConfigErrors(t *testing.T) {
 			`CDCBRIDGE_POSTGRES_SNAPSHOT: unknown value "always" (one of initial, never)`,
 			`CDCBRIDGE_POSTGRES_ON_SLOT_LOST: unknown value "ignore" (one of fail, resnapshot, continue)`,
 			`CDCBRIDGE_POSTGRES_TABLES: "orders" is not schema.table`,
-			`CDCBRIDGE_POSTGRES_SLOT: "My-Slot" is not a valid name`,
+			`CDCBRIDGE_POSTGRES_SLOT: "My-Slot": use 1 to 63 lower-case letters`,
 			`CDCBRIDGE_DYNAMODB_START: unknown value "now" (one of trim_horizon, latest)`,
 			`CDCBRIDGE_DYNAMODB_ON_TRIMMED: unknown value "retry" (one of fail, skip)`,
 			`CDCBRIDGE_CHECKPOINT_STORE: unknown scheme in "redis://x" (file:///PATH or dynamodb://TABLE)`,
@@ -231,6 +233,76 @@ func TestPrintConfigRedacts(t *testing.T) {
 	for _, v := range configVars() {
 		if !strings.Contains(out, v.Name) || v.Desc == "" {
 			t.Errorf("variable %s missing or without meaning", v.Name)
+		}
+	}
+}
+
+// TestConfigQuotedTables: the tables variable takes quoted SQL names, with
+// commas and dots inside the quotes, as the source parses them.
+func TestConfigQuotedTables(t *testing.T) {
+	setEnv(t, map[string]string{
+		"CDCBRIDGE_SOURCE":          "postgres",
+		"CDCBRIDGE_KINESIS_STREAM":  "orders",
+		"CDCBRIDGE_POSTGRES_URL":    "postgres://app@db/app",
+		"CDCBRIDGE_POSTGRES_TABLES": `"My Schema"."Odd,Table", public.orders,"a""b".x.y`,
+	})
+	_, err := loadConfig()
+	if err == nil || !strings.Contains(err.Error(), `CDCBRIDGE_POSTGRES_TABLES: "\"a\"\"b\".x.y" is not schema.table`) {
+		t.Fatalf("three-part name: %v", err)
+	}
+	t.Setenv("CDCBRIDGE_POSTGRES_TABLES", `"My Schema"."Odd,Table", public.orders, "a""b".x`)
+	c, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{`"My Schema"."Odd,Table"`, "public.orders", `"a""b".x`}, c.Postgres.Tables); diff != "" {
+		t.Fatalf("tables (-want +got):\n%s", diff)
+	}
+}
+
+func TestUnknownVariables(t *testing.T) {
+	var p parser
+	p.unknownVariables([]string{
+		"CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSON=gzip",
+		"CDCBRIDGE_POSTGRES_SLTO=x",
+		"CDCBRIDGE_SOURCE=postgres",        // an option
+		"CDCBRIDGE_TEST_PG_VERSION=17",     // the tests' own knobs
+		"CDCBRIDGE_BENCH_PPROF_ADDR=:6060", // the benchmark's
+		"PATH=/bin", "cdcbridge_source=x",  // not ours
+	})
+	want := []string{
+		"CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSON is not a cdcbridge variable; did you mean CDCBRIDGE_KINESIS_AGGREGATE_COMPRESSION? (cdcbridge config lists them all)",
+		"CDCBRIDGE_POSTGRES_SLTO is not a cdcbridge variable; did you mean CDCBRIDGE_POSTGRES_SLOT? (cdcbridge config lists them all)",
+	}
+	if diff := cmp.Diff(want, p.problems); diff != "" {
+		t.Fatalf("problems (-want +got):\n%s", diff)
+	}
+}
+
+// TestConfigJSON: `cdcbridge config --json` lists the declarations, and
+// every default is a value its own variable accepts.
+func TestConfigJSON(t *testing.T) {
+	var out, errOut strings.Builder
+	if code := run(context.Background(), []string{"config", "--json"}, &out, &errOut); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var got []configVar
+	if err := json.Unmarshal([]byte(out.String()), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := configVars()
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("config --json (-want +got):\n%s", diff)
+	}
+	for _, o := range options {
+		if o.def == "" {
+			continue
+		}
+		var p parser
+		p.current = o.name
+		o.set(&p, &Config{}, o.def)
+		if len(p.problems) > 0 {
+			t.Errorf("the default of %s is refused: %v", name(o.name), p.problems)
 		}
 	}
 }

@@ -37,6 +37,7 @@ Usage:
   cdcbridge snapshot   read tables again while streaming, show or cancel snapshots (cdcbridge snapshot -h)
   cdcbridge dlq        list or replay dead-lettered events (cdcbridge dlq -h)
   cdcbridge config     list every variable with its default and meaning
+                       (--json: as JSON; --check: validate the environment)
   cdcbridge version    print version, commit and Go version
 `
 
@@ -56,11 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "run":
 		return runDaemon(ctx, stderr)
 	case "config":
-		if err := printConfig(stdout); err != nil {
-			fmt.Fprintln(stderr, err)
-			return exitFailed
-		}
-		return exitOK
+		return runConfig(args, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "cdcbridge %s (commit %s, %s, %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK

@@ -3,6 +3,8 @@ package kinesis
 import (
 	"errors"
 	"fmt"
+	"math"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -27,13 +29,40 @@ const (
 
 // Kinesis limits.
 const (
-	maxRecordsPerRequest   = 500
-	defaultRequestBytes    = 5 << 20
-	maxRequestBytes        = 10 << 20
-	defaultRecordKiB       = 1024
-	shardBytesPerSecond    = 1 << 20 // 1 MiB/s; AWS documents "1 MB" and enforces MiB
-	shardRecordsPerSecond  = 1000
-	defaultMaxInFlightByte = 64 << 20
+	maxRecordsPerRequest  = 500
+	maxRequestBytes       = 10 << 20
+	defaultRecordKiB      = 1024
+	shardBytesPerSecond   = 1 << 20 // 1 MiB/s; AWS documents "1 MB" and enforces MiB
+	shardRecordsPerSecond = 1000
+)
+
+// Defaults of Config, declared once: setDefaults applies them, and
+// cmd/cdcbridge prints them as its variables' defaults.
+const (
+	DefaultLinger            = 50 * time.Millisecond
+	DefaultMaxInFlight       = 8
+	DefaultConnectTimeout    = 2 * time.Second
+	DefaultRequestTimeout    = 10 * time.Second
+	DefaultDLQDir            = "/var/lib/cdcbridge/dlq"
+	DefaultMaxInFlightBytes  = 64 << 20
+	DefaultMaxInFlightEvents = 100_000
+	DefaultMaxRequestBytes   = 5 << 20
+	DefaultShardHeadroom     = 0.9
+)
+
+// Bounds of Config's fields.
+const (
+	// MaxMaxInFlight is the most concurrent PutRecords requests.
+	MaxMaxInFlight = 256
+	// MinRequestBytes is the least MaxRequestBytes a Config takes. A
+	// request limit below the stream's record limit also lowers the
+	// record limit, which tests use to stand in for small streams.
+	MinRequestBytes = 1 << 10
+	// MinStreamRecordBytes is the smallest record limit a stream has
+	// (1 MiB): a request limit below it sends records the stream would
+	// take to the dead-letter store, so the daemon's configuration
+	// (CDCBRIDGE_KINESIS_MAX_REQUEST_BYTES) refuses it.
+	MinStreamRecordBytes = defaultRecordKiB << 10
 )
 
 // Config configures a Producer. Zero fields take the documented defaults.
@@ -105,15 +134,15 @@ func (c *Config) setDefaults() {
 			*d = v
 		}
 	}
-	def(&c.Linger, 50*time.Millisecond)
-	def(&c.ConnectTimeout, 2*time.Second)
-	def(&c.RequestTimeout, 10*time.Second)
+	def(&c.Linger, DefaultLinger)
+	def(&c.ConnectTimeout, DefaultConnectTimeout)
+	def(&c.RequestTimeout, DefaultRequestTimeout)
 	def(&c.SummaryInterval, 60*time.Second)
 	def(&c.RetryBase, 100*time.Millisecond)
 	def(&c.RetryMax, 10*time.Second)
 	def(&c.DLQFailureLimit, 30*time.Second)
 	if c.MaxInFlight == 0 {
-		c.MaxInFlight = 8
+		c.MaxInFlight = DefaultMaxInFlight
 	}
 	if c.Ordering == "" {
 		c.Ordering = OrderingKey
@@ -122,19 +151,19 @@ func (c *Config) setDefaults() {
 		c.Oversize = OversizeDLQ
 	}
 	if c.DLQDir == "" {
-		c.DLQDir = "/var/lib/cdcbridge/dlq"
+		c.DLQDir = DefaultDLQDir
 	}
 	if c.MaxInFlightBytes == 0 {
-		c.MaxInFlightBytes = defaultMaxInFlightByte
+		c.MaxInFlightBytes = DefaultMaxInFlightBytes
 	}
 	if c.MaxInFlightEvents == 0 {
-		c.MaxInFlightEvents = 100_000
+		c.MaxInFlightEvents = DefaultMaxInFlightEvents
 	}
 	if c.MaxRequestBytes == 0 {
-		c.MaxRequestBytes = defaultRequestBytes
+		c.MaxRequestBytes = DefaultMaxRequestBytes
 	}
 	if c.ShardHeadroom == 0 {
-		c.ShardHeadroom = 0.9
+		c.ShardHeadroom = DefaultShardHeadroom
 	}
 }
 
@@ -143,8 +172,15 @@ func (c *Config) validate() error {
 	c.setDefaults()
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	check := func(field string, err error) {
+		if err != nil {
+			bad("%s %w", field, err)
+		}
+	}
 	if strings.TrimSpace(c.Stream) == "" {
 		bad("Stream is required")
+	} else {
+		check("Stream", ValidateStream(c.Stream))
 	}
 	for name, d := range map[string]time.Duration{
 		"Linger": c.Linger, "ConnectTimeout": c.ConnectTimeout, "RequestTimeout": c.RequestTimeout,
@@ -158,24 +194,16 @@ func (c *Config) validate() error {
 	if c.RetryMax < c.RetryBase {
 		bad("RetryMax (%v) must not be below RetryBase (%v)", c.RetryMax, c.RetryBase)
 	}
-	if c.MaxInFlight < 1 || c.MaxInFlight > 256 {
-		bad("MaxInFlight must be between 1 and 256 (got %d)", c.MaxInFlight)
-	}
-	if c.Ordering != OrderingKey && c.Ordering != OrderingNone {
-		bad("Ordering must be %q or %q (got %q)", OrderingKey, OrderingNone, c.Ordering)
-	}
-	if c.Oversize != OversizeDLQ && c.Oversize != OversizeFail {
-		bad("Oversize must be %q or %q (got %q)", OversizeDLQ, OversizeFail, c.Oversize)
-	}
+	check("MaxInFlight", ValidateMaxInFlight(c.MaxInFlight))
+	check("Ordering", ValidateOrdering(string(c.Ordering)))
+	check("Oversize", ValidateOversize(c.Oversize))
 	if c.MaxInFlightBytes < 0 {
 		bad("MaxInFlightBytes must be positive (got %d)", c.MaxInFlightBytes)
 	}
 	if c.MaxInFlightEvents < 0 {
 		bad("MaxInFlightEvents must be positive (got %d)", c.MaxInFlightEvents)
 	}
-	if c.MaxRequestBytes < 1<<10 || c.MaxRequestBytes > maxRequestBytes {
-		bad("MaxRequestBytes must be between 1 KiB and 10 MiB (got %d)", c.MaxRequestBytes)
-	}
+	check("MaxRequestBytes", ValidateMaxRequestBytes(c.MaxRequestBytes))
 	if c.Aggregate && c.AggregateHot {
 		bad("Aggregate and AggregateHot exclude each other: aggregate every record, or only hot keys' runs")
 	}
@@ -185,10 +213,77 @@ func (c *Config) validate() error {
 	if c.AggregateMaxBytes < 0 {
 		bad("AggregateMaxBytes must not be negative (got %d)", c.AggregateMaxBytes)
 	}
-	if c.ShardHeadroom < 0 || c.ShardHeadroom > 1 {
-		bad("ShardHeadroom must be a fraction in (0, 1] (got %v)", c.ShardHeadroom)
-	}
+	check("ShardHeadroom", ValidateShardHeadroom(c.ShardHeadroom))
 	return errors.Join(errs...)
+}
+
+// The validators below are the rules of Config's fields, exported so that
+// cmd/cdcbridge checks its variables with the same functions validate
+// uses. Their errors do not name the field: each caller prefixes its own.
+
+var (
+	streamNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,128}$`)
+	streamARNRE  = regexp.MustCompile(`^arn:aws[a-z-]*:kinesis:[a-z0-9-]+:[0-9]+:stream/([a-zA-Z0-9_.-]{1,128})$`)
+)
+
+// ValidateStream checks a stream name (1 to 128 letters, digits, _ . -)
+// or a stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME). Kinesis
+// answers a bad name with a validation error on every request, which the
+// producer would retry for ever.
+func ValidateStream(s string) error {
+	if strings.HasPrefix(s, "arn:") {
+		if !streamARNRE.MatchString(s) {
+			return fmt.Errorf("%q is not a Kinesis stream ARN (want arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)", s)
+		}
+		return nil
+	}
+	if !streamNameRE.MatchString(s) {
+		return fmt.Errorf("%q is not a stream name (1 to 128 letters, digits, '_', '.' and '-') or ARN", s)
+	}
+	return nil
+}
+
+// ValidateMaxInFlight checks MaxInFlight: 1 to MaxMaxInFlight.
+func ValidateMaxInFlight(n int) error {
+	if n < 1 || n > MaxMaxInFlight {
+		return fmt.Errorf("%d is not between 1 and %d, the most concurrent PutRecords requests the producer runs", n, MaxMaxInFlight)
+	}
+	return nil
+}
+
+// ValidateMaxRequestBytes checks MaxRequestBytes: MinRequestBytes to
+// the 10 MiB Kinesis allows per request.
+func ValidateMaxRequestBytes(n int) error {
+	switch {
+	case n > maxRequestBytes:
+		return fmt.Errorf("%d is above the 10 MiB Kinesis allows per PutRecords request", n)
+	case n < MinRequestBytes:
+		return fmt.Errorf("%d is below 1 KiB", n)
+	}
+	return nil
+}
+
+// ValidateShardHeadroom checks ShardHeadroom: a fraction in (0, 1].
+func ValidateShardHeadroom(f float64) error {
+	if !(f > 0 && f <= 1) || math.IsNaN(f) {
+		return fmt.Errorf("%v is not a fraction in (0, 1] (for example 0.9)", f)
+	}
+	return nil
+}
+
+// ValidateOrdering checks Ordering.
+func ValidateOrdering(s string) error { return oneOf(s, string(OrderingKey), string(OrderingNone)) }
+
+// ValidateOversize checks Oversize.
+func ValidateOversize(s string) error { return oneOf(s, OversizeDLQ, OversizeFail) }
+
+func oneOf(s string, allowed ...string) error {
+	for _, a := range allowed {
+		if s == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown value %q (one of %s)", s, strings.Join(allowed, ", "))
 }
 
 // aggregating reports whether records may go out in aggregates.

@@ -56,6 +56,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,7 +189,7 @@ func (c *Config) setDefaults() {
 		c.OnTrimmed = OnTrimmedFail
 	}
 	if c.IdleInterval == 0 {
-		c.IdleInterval = time.Second
+		c.IdleInterval = DefaultIdleInterval
 	}
 	if c.DiscoverInterval == 0 {
 		c.DiscoverInterval = 10 * time.Second
@@ -207,7 +210,7 @@ func (c *Config) setDefaults() {
 		c.DescribeRate = 2
 	}
 	if c.LeaseDuration == 0 {
-		c.LeaseDuration = 10 * time.Second
+		c.LeaseDuration = DefaultLeaseDuration
 	}
 	if c.SendTimeout == 0 {
 		c.SendTimeout = 10 * time.Second
@@ -226,22 +229,86 @@ func (c *Config) setDefaults() {
 // minLeaseDuration keeps renewals (a third of it) longer than a request.
 const minLeaseDuration = 300 * time.Millisecond
 
+// Defaults of Config, declared once: setDefaults applies them, and
+// cmd/cdcbridge prints them as its variables' defaults.
+const (
+	DefaultIdleInterval  = time.Second
+	DefaultLeaseDuration = 10 * time.Second
+)
+
+// The validators below are the rules of Config's fields, exported so that
+// cmd/cdcbridge checks its variables with the same functions validate
+// uses. Their errors do not name the field: each caller prefixes its own.
+
+var tableNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{3,255}$`)
+
+// ValidateTable checks a table name: 3 to 255 letters, digits, _ . -.
+// validate leaves the name to DynamoDB, which refuses a bad one on the
+// first call; the daemon's configuration checks it before it starts.
+func ValidateTable(s string) error {
+	if !tableNameRE.MatchString(s) {
+		return fmt.Errorf("%q is not a DynamoDB table name (3 to 255 letters, digits, '_', '.' and '-')", s)
+	}
+	return nil
+}
+
+// ValidateStreamARN checks StreamARN.
+func ValidateStreamARN(s string) error {
+	_, _, _, err := parseStreamARN(s)
+	return err
+}
+
+// ValidateStart checks Start.
+func ValidateStart(s string) error { return oneOf(s, StartTrimHorizon, StartLatest) }
+
+// ValidateOnTrimmed checks OnTrimmed.
+func ValidateOnTrimmed(s string) error { return oneOf(s, OnTrimmedFail, OnTrimmedSkip) }
+
+// ValidateSnapshot checks Snapshot.
+func ValidateSnapshot(s string) error { return oneOf(s, SnapshotInitial, SnapshotNever) }
+
+// ValidateSnapshotSegments checks SnapshotSegments: 0 (from the table's
+// size) to 1000.
+func ValidateSnapshotSegments(n int) error {
+	if n < 0 || n > maxSegments {
+		return fmt.Errorf("%d: want 0 (from the table's size) to %d", n, maxSegments)
+	}
+	return nil
+}
+
+// ValidateSnapshotMaxRCU checks SnapshotMaxRCU: 0 (the default budget)
+// or more.
+func ValidateSnapshotMaxRCU(f float64) error {
+	if !(f >= 0) || math.IsInf(f, 0) {
+		return fmt.Errorf("%v: want a number of read capacity units per second, 0 or more", f)
+	}
+	return nil
+}
+
+func oneOf(s string, allowed ...string) error {
+	for _, a := range allowed {
+		if s == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown value %q (one of %s)", s, strings.Join(allowed, ", "))
+}
+
 func (c *Config) validate() error {
 	var errs []error
+	check := func(field string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %w", field, err))
+		}
+	}
 	if (c.Table == "") == (c.StreamARN == "") {
 		errs = append(errs, errors.New("exactly one of Table and StreamARN must be set"))
 	}
 	if c.StreamARN != "" {
-		if _, _, _, err := parseStreamARN(c.StreamARN); err != nil {
-			errs = append(errs, fmt.Errorf("StreamARN: %w", err))
-		}
+		check("StreamARN:", ValidateStreamARN(c.StreamARN))
 	}
-	if c.Start != StartTrimHorizon && c.Start != StartLatest {
-		errs = append(errs, fmt.Errorf("Start %q: want %q or %q", c.Start, StartTrimHorizon, StartLatest))
-	}
-	if c.OnTrimmed != OnTrimmedFail && c.OnTrimmed != OnTrimmedSkip {
-		errs = append(errs, fmt.Errorf("OnTrimmed %q: want %q or %q", c.OnTrimmed, OnTrimmedFail, OnTrimmedSkip))
-	}
+	check("Start", ValidateStart(c.Start))
+	check("OnTrimmed", ValidateOnTrimmed(c.OnTrimmed))
 	for name, d := range map[string]time.Duration{
 		"IdleInterval": c.IdleInterval, "DiscoverInterval": c.DiscoverInterval,
 		"CheckpointInterval": c.CheckpointInterval, "CheckpointFailureLimit": c.CheckpointFailureLimit,
@@ -254,18 +321,12 @@ func (c *Config) validate() error {
 	if c.Leases != nil && c.LeaseDuration < minLeaseDuration {
 		errs = append(errs, fmt.Errorf("LeaseDuration %v: want at least %v", c.LeaseDuration, minLeaseDuration))
 	}
-	if c.Snapshot != SnapshotInitial && c.Snapshot != SnapshotNever {
-		errs = append(errs, fmt.Errorf("Snapshot %q: want %q or %q", c.Snapshot, SnapshotInitial, SnapshotNever))
-	}
+	check("Snapshot", ValidateSnapshot(c.Snapshot))
 	if c.Snapshot == SnapshotInitial && c.Leases != nil {
 		errs = append(errs, errors.New("Snapshot initial: loads are not supported yet with leases (a shared checkpoint store)"))
 	}
-	if c.SnapshotSegments < 0 || c.SnapshotSegments > maxSegments {
-		errs = append(errs, fmt.Errorf("SnapshotSegments %d: want 0 (from the table's size) to %d", c.SnapshotSegments, maxSegments))
-	}
-	if c.SnapshotMaxRCU < 0 {
-		errs = append(errs, fmt.Errorf("SnapshotMaxRCU %v: must not be negative", c.SnapshotMaxRCU))
-	}
+	check("SnapshotSegments", ValidateSnapshotSegments(c.SnapshotSegments))
+	check("SnapshotMaxRCU", ValidateSnapshotMaxRCU(c.SnapshotMaxRCU))
 	if c.SnapshotMargin < 0 || c.RequestPoll < 0 {
 		errs = append(errs, errors.New("SnapshotMargin and RequestPoll must not be negative"))
 	}

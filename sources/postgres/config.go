@@ -98,12 +98,136 @@ const (
 // publications to it spares quoting in replication commands.
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
+// Defaults of Config, declared once: setDefaults applies them, and
+// cmd/cdcbridge prints them as its variables' defaults.
+const (
+	DefaultSlot        = "cdcbridge"
+	DefaultPublication = "cdcbridge"
+	// DefaultLeaderTimeout is LeaderTimeout's default; MinLeaderTimeout
+	// its least value.
+	DefaultLeaderTimeout = 10 * time.Second
+	MinLeaderTimeout     = time.Second
+)
+
+// The validators below are the rules of Config's fields, exported so that
+// cmd/cdcbridge checks its variables with the same functions validate
+// uses (a value the configuration accepts is one the source takes).
+// Their errors do not name the field: each caller prefixes its own name.
+
+// ValidateSlot checks a replication slot name.
+func ValidateSlot(s string) error {
+	if !identRE.MatchString(s) {
+		return fmt.Errorf("%q: use 1 to 63 lower-case letters, digits and underscores, not starting with a digit", s)
+	}
+	return nil
+}
+
+// ValidatePublication checks a publication name: a slot name's alphabet,
+// short enough for the companion publication's suffix.
+func ValidatePublication(s string) error {
+	if !identRE.MatchString(s) {
+		return fmt.Errorf("%q: use 1 to 63 lower-case letters, digits and underscores, not starting with a digit", s)
+	}
+	if len(s)+len(insertOnlySuffix) > 63 {
+		return fmt.Errorf("%q: at most %d characters (the bridge may add %q for a companion publication)", s, 63-len(insertOnlySuffix), insertOnlySuffix)
+	}
+	return nil
+}
+
+// ValidateURL checks a libpq URL or keyword/value string as the source
+// parses it. Its errors never include the password.
+func ValidateURL(s string) error {
+	if _, err := pgconn.ParseConfig(s); err != nil {
+		if !strings.HasPrefix(s, "postgres://") && !strings.HasPrefix(s, "postgresql://") && !strings.Contains(s, "=") {
+			return errors.New("want postgres://user:password@host:port/database or host=... dbname=...")
+		}
+		return err
+	}
+	return nil
+}
+
+// ValidateTable checks one entry of Tables: schema.table, either part
+// double-quoted as in SQL; an unqualified name means public.
+func ValidateTable(s string) error {
+	_, _, err := splitTableName(s)
+	return err
+}
+
+// ParseTableList splits the CDCBRIDGE_POSTGRES_TABLES form into Tables
+// entries: comma-separated schema.table names, each part optionally
+// double-quoted as in SQL, where a comma, a dot or a doubled quote inside
+// the quotes belongs to the name ("My Schema"."Odd,Table"). Unlike Tables
+// it requires the schema, so that a list never depends on search paths.
+// An empty list is nil.
+func ParseTableList(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []string
+	var errs []error
+	start, quoted := 0, false
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) {
+			if s[i] == '"' {
+				quoted = !quoted // a doubled quote toggles twice
+			}
+			if quoted || s[i] != ',' {
+				continue
+			}
+		}
+		t := strings.TrimSpace(s[start:i])
+		start = i + 1
+		parts, err := splitQualified(t)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%q: %w", t, err))
+		case len(parts) != 2:
+			errs = append(errs, fmt.Errorf("%q is not schema.table", t))
+		default:
+			out = append(out, t)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// ValidateSnapshot checks Snapshot.
+func ValidateSnapshot(s string) error {
+	return oneOf(s, SnapshotInitial, SnapshotNever)
+}
+
+// ValidateOnSlotLost checks OnSlotLost.
+func ValidateOnSlotLost(s string) error {
+	return oneOf(s, OnSlotLostFail, OnSlotLostResnapshot, OnSlotLostContinue)
+}
+
+// ValidateFailover checks Failover.
+func ValidateFailover(s string) error {
+	return oneOf(s, FailoverAuto, FailoverOn, FailoverOff)
+}
+
+// ValidateLeaderTimeout checks LeaderTimeout.
+func ValidateLeaderTimeout(d time.Duration) error {
+	if d < MinLeaderTimeout {
+		return fmt.Errorf("%v: want at least %v (the lock needs time to renew)", d, MinLeaderTimeout)
+	}
+	return nil
+}
+
+func oneOf(s string, allowed ...string) error {
+	for _, a := range allowed {
+		if s == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown value %q (one of %s)", s, strings.Join(allowed, ", "))
+}
+
 func (c *Config) setDefaults() {
 	if c.Slot == "" {
-		c.Slot = "cdcbridge"
+		c.Slot = DefaultSlot
 	}
 	if c.Publication == "" {
-		c.Publication = "cdcbridge"
+		c.Publication = DefaultPublication
 	}
 	if c.Snapshot == "" {
 		c.Snapshot = SnapshotInitial
@@ -127,7 +251,7 @@ func (c *Config) setDefaults() {
 		c.PublicationSyncInterval = 10 * time.Second
 	}
 	if c.LeaderTimeout <= 0 {
-		c.LeaderTimeout = 10 * time.Second
+		c.LeaderTimeout = DefaultLeaderTimeout
 	}
 }
 
@@ -136,48 +260,28 @@ const DefaultSnapshotChunkRows = 10000
 
 func (c *Config) validate() error {
 	var errs []error
+	check := func(what string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("postgres: %s %w", what, err))
+		}
+	}
 	if c.URL == "" {
 		errs = append(errs, errors.New("postgres: URL is required (CDCBRIDGE_POSTGRES_URL)"))
-	} else if _, err := pgconn.ParseConfig(c.URL); err != nil {
-		// ParseConfig errors never include the password.
-		errs = append(errs, fmt.Errorf("postgres: URL: %w", err))
+	} else {
+		check("URL:", ValidateURL(c.URL))
 	}
-	if !identRE.MatchString(c.Slot) {
-		errs = append(errs, fmt.Errorf("postgres: slot %q: use 1 to 63 lower-case letters, digits and underscores, not starting with a digit", c.Slot))
-	}
-	if !identRE.MatchString(c.Publication) {
-		errs = append(errs, fmt.Errorf("postgres: publication %q: use 1 to 63 lower-case letters, digits and underscores, not starting with a digit", c.Publication))
-	} else if len(c.Publication)+len(insertOnlySuffix) > 63 {
-		errs = append(errs, fmt.Errorf("postgres: publication %q: at most %d characters (the bridge may add %q for a companion publication)", c.Publication, 63-len(insertOnlySuffix), insertOnlySuffix))
-	}
+	check("slot", ValidateSlot(c.Slot))
+	check("publication", ValidatePublication(c.Publication))
 	for _, t := range c.Tables {
-		if _, _, err := splitTableName(t); err != nil {
-			errs = append(errs, fmt.Errorf("postgres: tables: %w", err))
-		}
+		check("tables:", ValidateTable(t))
 	}
-	if c.LeaderTimeout < time.Second {
-		errs = append(errs, fmt.Errorf("postgres: leader timeout %v: want at least 1s", c.LeaderTimeout))
-	}
-	switch c.Snapshot {
-	case SnapshotInitial, SnapshotNever:
-	default:
-		errs = append(errs, fmt.Errorf("postgres: snapshot %q: want initial or never", c.Snapshot))
-	}
-	switch c.Failover {
-	case FailoverAuto, FailoverOn, FailoverOff:
-	default:
-		errs = append(errs, fmt.Errorf("postgres: failover %q: want auto, true or false", c.Failover))
-	}
+	check("leader timeout", ValidateLeaderTimeout(c.LeaderTimeout))
+	check("snapshot:", ValidateSnapshot(c.Snapshot))
+	check("failover:", ValidateFailover(c.Failover))
 	for _, u := range c.StandbyURLs {
-		if _, err := pgconn.ParseConfig(u); err != nil {
-			errs = append(errs, fmt.Errorf("postgres: standby URL: %w", err))
-		}
+		check("standby URL:", ValidateURL(u))
 	}
-	switch c.OnSlotLost {
-	case OnSlotLostFail, OnSlotLostResnapshot, OnSlotLostContinue:
-	default:
-		errs = append(errs, fmt.Errorf("postgres: on slot lost %q: want fail, resnapshot or continue", c.OnSlotLost))
-	}
+	check("on slot lost:", ValidateOnSlotLost(c.OnSlotLost))
 	return errors.Join(errs...)
 }
 
@@ -199,8 +303,13 @@ func splitTableName(s string) (schema, table string, err error) {
 	}
 }
 
-// splitQualified splits a dotted SQL name; unquoted parts fold to lower
-// case as PostgreSQL folds them.
+// unquotedRE is an unquoted SQL identifier: a letter or underscore, then
+// letters, digits, underscores and dollars (non-ASCII letters included,
+// as PostgreSQL takes them).
+var unquotedRE = regexp.MustCompile(`^(?:[A-Za-z_]|[^\x00-\x7f])(?:[A-Za-z0-9_$]|[^\x00-\x7f])*$`)
+
+// splitQualified splits a dotted SQL name; unquoted parts are SQL
+// identifiers and fold to lower case as PostgreSQL folds them.
 func splitQualified(s string) ([]string, error) {
 	var parts []string
 	for i := 0; ; {
@@ -233,6 +342,9 @@ func splitQualified(s string) ([]string, error) {
 					return nil, errors.New("quote inside a name")
 				}
 				i++
+			}
+			if !unquotedRE.MatchString(s[start:i]) {
+				return nil, fmt.Errorf("%q is not an SQL name (quote it: \"%s\")", s[start:i], strings.ReplaceAll(s[start:i], `"`, `""`))
 			}
 			part.WriteString(strings.ToLower(s[start:i]))
 		}
