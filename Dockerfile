@@ -2,7 +2,7 @@
 # Static, non-root, minimal image: the binary, CA certificates, a passwd
 # file naming the non-root user, and the state directory it owns. The last
 # stage holds exactly the tree `make image` puts in its one layer (both come
-# from internal/image), so this build and `make image` give the same files.
+# from tools/image), so this build and `make image` give the same files.
 # `make image` builds the image without a container engine, reproducibly.
 # Here, the same commit gives the same digest when every timestamp is the
 # commit's:
@@ -21,7 +21,7 @@ ARG COMMIT=none
 RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
       -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
       -o /out/cdcbridge ./cmd/cdcbridge \
- && go run ./internal/image/cmd/mkimage -binary /out/cdcbridge -tree /rootfs
+ && go run ./tools/image/cmd/mkimage -binary /out/cdcbridge -tree /rootfs
 
 FROM scratch
 COPY --from=build /rootfs/ /

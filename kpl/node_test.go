@@ -18,7 +18,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 const aggPackageVersion = "4.2.8"

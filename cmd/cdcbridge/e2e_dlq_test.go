@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
-	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 // TestDLQReplay: a row over the stream's limit goes to the dead-letter

@@ -14,9 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
-	"github.com/cdcbridge/cdcbridge/internal/verify"
+	"github.com/cdcbridge/cdcbridge/test/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
+	"github.com/cdcbridge/cdcbridge/test/verify"
 )
 
 // TestDaemonDynamoDBToKinesis runs the binary on a DynamoDB Local stream:

@@ -19,8 +19,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
-	"github.com/cdcbridge/cdcbridge/internal/verify"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
+	"github.com/cdcbridge/cdcbridge/test/verify"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

@@ -18,8 +18,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
-	"github.com/cdcbridge/cdcbridge/internal/verify"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
+	"github.com/cdcbridge/cdcbridge/test/verify"
 )
 
 // Two bridges on one Postgres slot: the active one dies or is cut off from

@@ -17,8 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
-	"github.com/cdcbridge/cdcbridge/internal/verify"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
+	"github.com/cdcbridge/cdcbridge/test/verify"
 )
 
 // Several cdcbridge processes on one DynamoDB stream, sharing its shards

@@ -17,8 +17,8 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/dedupe"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
 	"github.com/cdcbridge/cdcbridge/kpl"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 // Benchmarks put ~300-byte events over 10,000 keys with ORDERING=key and
@@ -39,7 +39,7 @@ var nullOnce struct {
 	cmd *exec.Cmd
 }
 
-// nullEndpoint starts internal/kinesisfake/cmd/nullkinesis in its own
+// nullEndpoint starts test/kinesisfake/cmd/nullkinesis in its own
 // process (512 shards, so that shard pacing does not bound the run).
 func nullEndpoint(b *testing.B) string {
 	if u := os.Getenv("CDCBRIDGE_BENCH_ENDPOINT"); u != "" {
@@ -52,7 +52,7 @@ func nullEndpoint(b *testing.B) string {
 			return
 		}
 		bin := filepath.Join(dir, "nullkinesis")
-		build := exec.Command("go", "build", "-o", bin, "github.com/cdcbridge/cdcbridge/internal/kinesisfake/cmd/nullkinesis")
+		build := exec.Command("go", "build", "-o", bin, "github.com/cdcbridge/cdcbridge/test/kinesisfake/cmd/nullkinesis")
 		if out, err := build.CombinedOutput(); err != nil {
 			nullOnce.err = fmt.Errorf("building nullkinesis: %v\n%s", err, out)
 			return

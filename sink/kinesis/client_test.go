@@ -7,7 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/config"
 
-	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/test/kinesisfake"
 )
 
 // TestEndpointFromEnvironment: NewClient honours AWS_ENDPOINT_URL_KINESIS

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
-	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/test/kinesisfake"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")

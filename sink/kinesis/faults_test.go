@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
-	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/test/kinesisfake"
 )
 
 // TestFaults runs a keyed workload under each fault the fake injects and

@@ -17,9 +17,9 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/hashkey"
-	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
 	"github.com/cdcbridge/cdcbridge/kpl"
+	"github.com/cdcbridge/cdcbridge/test/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

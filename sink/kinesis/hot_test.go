@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
-	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 // AggregateHot under 30% throttled entries, one key taking half of all

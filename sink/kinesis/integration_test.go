@@ -10,8 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
-	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 // These tests put through the fault-injecting fake in front of a real

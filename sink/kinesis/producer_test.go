@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/test/kinesisfake"
 )
 
 func TestDeliversInKeyOrder(t *testing.T) {

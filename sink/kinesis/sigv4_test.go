@@ -25,7 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
-	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/test/kinesisfake"
 )
 
 // TestRequestsAreSigned checks the producer's own PutRecords requests

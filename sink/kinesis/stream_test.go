@@ -13,7 +13,7 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/hashkey"
-	"github.com/cdcbridge/cdcbridge/internal/kinesisfake"
+	"github.com/cdcbridge/cdcbridge/test/kinesisfake"
 )
 
 func TestFatalErrorsStopTheProducer(t *testing.T) {

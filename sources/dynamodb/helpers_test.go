@@ -17,7 +17,7 @@ import (
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/checkpoint"
 	"github.com/cdcbridge/cdcbridge/checkpoint/file"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }

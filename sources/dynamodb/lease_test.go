@@ -20,7 +20,7 @@ import (
 	"github.com/cdcbridge/cdcbridge/cdc"
 	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
 	"github.com/cdcbridge/cdcbridge/internal/fence"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 // Lease tests: several sources on one scripted stream (fakeStreams), their

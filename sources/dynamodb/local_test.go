@@ -22,7 +22,7 @@ import (
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/checkpoint"
 	ddbstore "github.com/cdcbridge/cdcbridge/checkpoint/dynamodb"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 // Tests against DynamoDB Local, whose Streams API is AWS's own.

@@ -10,7 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 // TestUnreadableAnswersAreRetried: answers a proxy or a broken connection

@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cdcbridge/cdcbridge/cdc"
-	"github.com/cdcbridge/cdcbridge/internal/scanfake"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/scanfake"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 // scanRig is a source on a scripted stream (one idle shard) whose table is

@@ -21,7 +21,7 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/checkpoint/file"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 // loadOp is one write of a test workload: a put (v = g) or a delete, with

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 // TestConnectErrorsExplained: errors a reconnect cannot mend stop the

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cdcbridge/cdcbridge/internal/chaos"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/chaos"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/cdc"
 	filestore "github.com/cdcbridge/cdcbridge/checkpoint/file"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )

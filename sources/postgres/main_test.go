@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 	"github.com/jackc/pgx/v5"
 )
 

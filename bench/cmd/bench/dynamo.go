@@ -14,8 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/cdcbridge/cdcbridge/internal/scanfake"
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/scanfake"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 const ddbTable = "bench"

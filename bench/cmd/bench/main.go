@@ -5,7 +5,7 @@
 //  1. the ceiling: pg_recvlogical draining a copy of the bridge's slot with
 //     pgoutput into /dev/null;
 //  2. the bin/cdcbridge binary draining another copy into a null Kinesis
-//     endpoint (internal/kinesisfake/cmd/nullkinesis, its own process),
+//     endpoint (test/kinesisfake/cmd/nullkinesis, its own process),
 //     aggregation off and on, with the bridge's CPU time and peak RSS
 //     from /proc;
 //  3. commit-to-accepted latency at a steady rate;
@@ -41,7 +41,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 type options struct {
@@ -248,7 +248,7 @@ func (b *bench) run(ctx context.Context) error {
 // profiled binary is otherwise the one measured.
 func (b *bench) buildTools(ctx context.Context) error {
 	b.nullkinesis = filepath.Join(b.opts.outDir, "nullkinesis")
-	build := exec.CommandContext(ctx, "go", "build", "-o", b.nullkinesis, "./internal/kinesisfake/cmd/nullkinesis")
+	build := exec.CommandContext(ctx, "go", "build", "-o", b.nullkinesis, "./test/kinesisfake/cmd/nullkinesis")
 	build.Dir = b.root
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("building nullkinesis: %v\n%s", err, out)

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/cdcbridge/cdcbridge/internal/testenv"
+	"github.com/cdcbridge/cdcbridge/test/testenv"
 )
 
 // throughputPhase commits the backlog behind a base slot, then measures
