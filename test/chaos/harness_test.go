@@ -165,11 +165,10 @@ func (r *rig) waitDelivered(b *Bridge, timeout time.Duration) verify.Result {
 	deadline := time.Now().Add(timeout)
 	wait := time.Second
 	for {
-		// Each read has its own patience: a stream read incrementally
-		// is quick, but a loaded machine can make one read slow, and an
-		// overall limit would fail the test there without saying how
-		// much was still missing.
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		// A read may take the rest of the patience and then some: the
+		// first one reads the whole stream, which a loaded machine makes
+		// slow; a stuck call fails on its own (verify's callTimeout).
+		ctx, cancel := context.WithTimeout(context.Background(), time.Until(deadline)+5*time.Minute)
 		res, _, err := r.read(ctx)
 		cancel()
 		if err != nil {
@@ -197,7 +196,7 @@ func (r *rig) waitDelivered(b *Bridge, timeout time.Duration) verify.Result {
 func (r *rig) finish(b *Bridge, timeout time.Duration) verify.Result {
 	r.t.Helper()
 	r.waitDelivered(b, timeout)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := r.final(ctx); err != nil {
 		r.t.Fatalf("reading the final state: %v", err)

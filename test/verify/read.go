@@ -126,11 +126,22 @@ func listShards(ctx context.Context, client *kinesis.Client, stream string) ([]t
 	return shards, nil
 }
 
-// readLimit is the most records one GetRecords asks for. Kinesis caps an
-// answer at 10 MB, kinesalite does not: a thousand aggregates near 1 MiB
-// would make one answer of a gigabyte, which a loaded machine cannot
-// build within a test's patience.
-const readLimit = 200
+// One GetRecords asks for about pageBytes of records: a shard's first
+// call asks for minLimit, and the limit of each next one follows the size
+// of the records of the last, up to maxLimit. Kinesis caps an answer at
+// 10 MB, kinesalite does not: two hundred records near 1 MiB make one
+// answer of 200 MiB, and while kinesalite builds it every other test
+// sharing it waits; while a stream of small records read a few hundred at
+// a time takes a loaded kinesalite minutes.
+const (
+	pageBytes = 4 << 20
+	minLimit  = 10
+	maxLimit  = 5000
+)
+
+// callTimeout bounds one call: a loaded machine makes calls slow, but one
+// that takes longer is stuck.
+const callTimeout = time.Minute
 
 func (rd *Reader) readShard(ctx context.Context, shard types.Shard, sr *shardRead) error {
 	id := aws.ToString(shard.ShardId)
@@ -142,13 +153,19 @@ func (rd *Reader) readShard(ctx context.Context, shard types.Shard, sr *shardRea
 		in.ShardIteratorType = types.ShardIteratorTypeAfterSequenceNumber
 		in.StartingSequenceNumber = aws.String(sr.lastSeq)
 	}
-	it, err := rd.client.GetShardIterator(ctx, in)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	it, err := rd.client.GetShardIterator(cctx, in)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("iterator for %s: %w", id, err)
 	}
+	start, calls, records, limit := time.Now(), 0, 0, minLimit
 	iter := it.ShardIterator
 	for iter != nil {
-		page, err := rd.client.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(readLimit)})
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		page, err := rd.client.GetRecords(cctx, &kinesis.GetRecordsInput{ShardIterator: iter, Limit: aws.Int32(int32(limit))})
+		cancel()
+		calls++
 		var throttled *types.ProvisionedThroughputExceededException
 		if errors.As(err, &throttled) {
 			select {
@@ -159,11 +176,17 @@ func (rd *Reader) readShard(ctx context.Context, shard types.Shard, sr *shardRea
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("reading %s: %w", id, err)
+			return fmt.Errorf("reading %s (call %d of this read, %d records read in %s): %w", id, calls, records, time.Since(start).Round(time.Millisecond), err)
 		}
+		size := 0
 		for _, r := range page.Records {
 			sr.recs = append(sr.recs, userRecords(id, r, lo, hi)...)
 			sr.lastSeq = aws.ToString(r.SequenceNumber)
+			size += len(r.Data) + len(aws.ToString(r.PartitionKey))
+		}
+		if n := len(page.Records); n > 0 {
+			records += n
+			limit = min(max(pageBytes/(size/n+1), minLimit), maxLimit)
 		}
 		if len(page.Records) == 0 && aws.ToInt64(page.MillisBehindLatest) == 0 {
 			break
