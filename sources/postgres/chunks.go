@@ -520,7 +520,10 @@ func (r *snapshots) readChunks(ctx context.Context, job *snapshotJob, ts *snapTa
 					cur.release()
 					pending = append(pending, cur.spec.reread...)
 				}
-				from, prev, last = prev.spec.from, nil, false
+				if prev.spec.ranged {
+					from, last = prev.spec.from, false
+				}
+				prev = nil
 				continue
 			}
 			if len(res.reread) > 0 {
