@@ -496,7 +496,9 @@ func (f *fakeStreams) getRecords(w http.ResponseWriter, in map[string]any) {
 		writeErr(w, 400, "ValidationException", "Invalid ShardIterator")
 		return
 	}
-	delete(f.iters, str(in, "ShardIterator")) // iterators are used once here
+	// An iterator stays valid after use, as DynamoDB Streams' do (until
+	// they expire): a call retried after a lost answer asks again with
+	// the same one.
 	sh := it.shard
 	switch {
 	case sh.hidden || f.status == "GONE":
