@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/cdcbridge/cdcbridge/internal/choice"
 )
 
 // Ordering selects what order the producer keeps.
@@ -272,19 +274,12 @@ func ValidateShardHeadroom(f float64) error {
 }
 
 // ValidateOrdering checks Ordering.
-func ValidateOrdering(s string) error { return oneOf(s, string(OrderingKey), string(OrderingNone)) }
+func ValidateOrdering(s string) error {
+	return choice.Check(s, string(OrderingKey), string(OrderingNone))
+}
 
 // ValidateOversize checks Oversize.
-func ValidateOversize(s string) error { return oneOf(s, OversizeDLQ, OversizeFail) }
-
-func oneOf(s string, allowed ...string) error {
-	for _, a := range allowed {
-		if s == a {
-			return nil
-		}
-	}
-	return fmt.Errorf("unknown value %q (one of %s)", s, strings.Join(allowed, ", "))
-}
+func ValidateOversize(s string) error { return choice.Check(s, OversizeDLQ, OversizeFail) }
 
 // aggregating reports whether records may go out in aggregates.
 func (c *Config) aggregating() bool { return c.Aggregate || c.AggregateHot }

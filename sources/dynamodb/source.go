@@ -58,7 +58,6 @@ import (
 	"log/slog"
 	"math"
 	"regexp"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +70,7 @@ import (
 
 	"github.com/cdcbridge/cdcbridge/cdc"
 	"github.com/cdcbridge/cdcbridge/checkpoint"
+	"github.com/cdcbridge/cdcbridge/internal/choice"
 	"github.com/cdcbridge/cdcbridge/internal/fence"
 )
 
@@ -259,13 +259,13 @@ func ValidateStreamARN(s string) error {
 }
 
 // ValidateStart checks Start.
-func ValidateStart(s string) error { return oneOf(s, StartTrimHorizon, StartLatest) }
+func ValidateStart(s string) error { return choice.Check(s, StartTrimHorizon, StartLatest) }
 
 // ValidateOnTrimmed checks OnTrimmed.
-func ValidateOnTrimmed(s string) error { return oneOf(s, OnTrimmedFail, OnTrimmedSkip) }
+func ValidateOnTrimmed(s string) error { return choice.Check(s, OnTrimmedFail, OnTrimmedSkip) }
 
 // ValidateSnapshot checks Snapshot.
-func ValidateSnapshot(s string) error { return oneOf(s, SnapshotInitial, SnapshotNever) }
+func ValidateSnapshot(s string) error { return choice.Check(s, SnapshotInitial, SnapshotNever) }
 
 // ValidateSnapshotSegments checks SnapshotSegments: 0 (from the table's
 // size) to 1000.
@@ -283,15 +283,6 @@ func ValidateSnapshotMaxRCU(f float64) error {
 		return fmt.Errorf("%v: want a number of read capacity units per second, 0 or more", f)
 	}
 	return nil
-}
-
-func oneOf(s string, allowed ...string) error {
-	for _, a := range allowed {
-		if s == a {
-			return nil
-		}
-	}
-	return fmt.Errorf("unknown value %q (one of %s)", s, strings.Join(allowed, ", "))
 }
 
 func (c *Config) validate() error {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/cdcbridge/cdcbridge/internal/choice"
 	"github.com/cdcbridge/cdcbridge/internal/fence"
 )
 
@@ -125,8 +126,8 @@ func ValidateSlot(s string) error {
 // ValidatePublication checks a publication name: a slot name's alphabet,
 // short enough for the companion publication's suffix.
 func ValidatePublication(s string) error {
-	if !identRE.MatchString(s) {
-		return fmt.Errorf("%q: use 1 to 63 lower-case letters, digits and underscores, not starting with a digit", s)
+	if err := ValidateSlot(s); err != nil {
+		return err
 	}
 	if len(s)+len(insertOnlySuffix) > 63 {
 		return fmt.Errorf("%q: at most %d characters (the bridge may add %q for a companion publication)", s, 63-len(insertOnlySuffix), insertOnlySuffix)
@@ -192,17 +193,17 @@ func ParseTableList(s string) ([]string, error) {
 
 // ValidateSnapshot checks Snapshot.
 func ValidateSnapshot(s string) error {
-	return oneOf(s, SnapshotInitial, SnapshotNever)
+	return choice.Check(s, SnapshotInitial, SnapshotNever)
 }
 
 // ValidateOnSlotLost checks OnSlotLost.
 func ValidateOnSlotLost(s string) error {
-	return oneOf(s, OnSlotLostFail, OnSlotLostResnapshot, OnSlotLostContinue)
+	return choice.Check(s, OnSlotLostFail, OnSlotLostResnapshot, OnSlotLostContinue)
 }
 
 // ValidateFailover checks Failover.
 func ValidateFailover(s string) error {
-	return oneOf(s, FailoverAuto, FailoverOn, FailoverOff)
+	return choice.Check(s, FailoverAuto, FailoverOn, FailoverOff)
 }
 
 // ValidateLeaderTimeout checks LeaderTimeout.
@@ -211,15 +212,6 @@ func ValidateLeaderTimeout(d time.Duration) error {
 		return fmt.Errorf("%v: want at least %v (the lock needs time to renew)", d, MinLeaderTimeout)
 	}
 	return nil
-}
-
-func oneOf(s string, allowed ...string) error {
-	for _, a := range allowed {
-		if s == a {
-			return nil
-		}
-	}
-	return fmt.Errorf("unknown value %q (one of %s)", s, strings.Join(allowed, ", "))
 }
 
 func (c *Config) setDefaults() {
